@@ -1,0 +1,325 @@
+"""The `trainyard` command: run the service (up, api, worker) and use it (submit, list, watch, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from trainyard.client import FINISHED, ApiError, Client
+from trainyard.settings import Settings, get_settings
+
+
+# ---------------------------------------------------------------- running the service
+def _migrate(settings: Settings) -> None:
+    from db.store import Store
+
+    Store(settings.resolved_database_url).migrate()
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.main import create_app
+
+    host = args.host or settings.api_host
+    port = args.port or settings.api_port
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    return 0
+
+
+def _default_queues() -> str:
+    import torch
+
+    # A worker serves the queues its hardware can run.
+    return "cpu,cuda,auto" if torch.cuda.is_available() else "cpu,auto"
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.celery_app import make_celery
+
+    import worker.tasks  # noqa: F401  (registers the task with whichever app runs)
+
+    _migrate(settings)
+    queues = args.queues or settings.worker_queues or _default_queues()
+    # A unique node name per process, so several workers on one host can join the same service.
+    name = args.name or f"worker-{os.getpid()}@{socket.gethostname()}"
+    argv = [
+        "worker",
+        "--pool=solo",  # one job per worker process: scale with more workers, not threads
+        "--concurrency=1",
+        f"--queues={queues}",
+        f"--hostname={name}",
+        f"--loglevel={settings.log_level}",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if settings.embedded_broker:
+        argv.append("--without-heartbeat")
+    print(f"trainyard worker {name}: queues {queues}, broker "
+          f"{'embedded file-system queue at ' + str(settings.broker_dir) if settings.embedded_broker else 'redis'}",
+          flush=True)
+    make_celery(settings).worker_main(argv)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    """Embedded mode: API + dashboard in this process, one worker beside it, state under home."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if args.port:
+        settings.api_port = args.port
+    _migrate(settings)
+    env = dict(os.environ, TRAINYARD_HOME=str(settings.home))
+    worker = subprocess.Popen([sys.executable, "-m", "trainyard", "worker"], env=env)
+    print(
+        f"Trainyard is up (embedded): dashboard and API at {settings.resolved_api_url}/ , "
+        f"docs at /docs\n  database: {settings.resolved_database_url}\n"
+        f"  state: {settings.home}\n  stop with Ctrl-C",
+        flush=True,
+    )
+    try:
+        return cmd_api(argparse.Namespace(host=None, port=settings.api_port), settings)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+# ---------------------------------------------------------------- using the service
+def _client(settings: Settings) -> Client:
+    return Client(settings.resolved_api_url)
+
+
+def _parse_value(raw: str):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw  # bare words such as relu or lstm
+
+
+def _parse_hyperparameters(pairs: list[str]) -> dict:
+    hp = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        hp[key.strip()] = _parse_value(value.strip())
+    return hp
+
+
+def _fmt_eta(seconds) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def cmd_submit(args, settings) -> int:
+    hp = _parse_hyperparameters(args.set or [])
+    with _client(settings) as client:
+        job = client.submit(args.model, args.dataset, hp, name=args.name, device=args.device)
+        print(f"job {job['id']} queued: {job['model']} on {job['dataset']}")
+        if args.watch:
+            return _watch(client, job["id"])
+    return 0
+
+
+def cmd_list(args, settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    with _client(settings) as client:
+        page = client.jobs(status=args.status, model=args.model, limit=args.limit)
+    table = Table(title=f"{page['total']} jobs")
+    for column in ("id", "name", "model", "dataset", "status", "epoch", "loss", "created"):
+        table.add_column(column)
+    for job in page["items"]:
+        progress = job.get("progress") or {}
+        loss = (job.get("latest_metrics") or {}).get("val_loss")
+        table.add_row(
+            str(job["id"]), job.get("name") or "", job["model"], job["dataset"], job["status"],
+            f"{progress.get('epoch') or 0}/{progress.get('total_epochs') or '?'}",
+            f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
+            (job.get("created_at") or "")[:19],
+        )
+    Console().print(table)
+    return 0
+
+
+def cmd_show(args, settings) -> int:
+    with _client(settings) as client:
+        print(json.dumps(client.job(args.job_id), indent=2))
+    return 0
+
+
+def _watch(client: Client, job_id: int) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(TextColumn("job {task.fields[job]}"), BarColumn(),
+                  TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
+                  TextColumn("{task.fields[status]}"), TextColumn("loss {task.fields[loss]}"),
+                  TextColumn("ETA {task.fields[eta]}")) as progress:
+        task = progress.add_task("train", total=1, job=job_id, status="", loss="-", eta="-")
+        while True:
+            job = client.job(job_id)
+            p = job.get("progress") or {}
+            metrics = job.get("latest_metrics") or {}
+            loss = metrics.get("train_loss")
+            progress.update(
+                task, total=p.get("total_epochs") or 1,
+                completed=(p.get("step") or 0) / max(1, p.get("total_steps") or 1)
+                * (p.get("total_epochs") or 1),
+                status=job["status"], loss=f"{loss:.4f}" if loss is not None else "-",
+                eta=_fmt_eta(p.get("eta_seconds")),
+            )
+            if job["status"] in FINISHED:
+                break
+            time.sleep(1.0)
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())
+                        if not k.startswith("grad_norm/"))
+    print(f"job {job_id} {job['status']}" + (f": {summary}" if summary else ""))
+    if job.get("error"):
+        print(job["error"], file=sys.stderr)
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def cmd_watch(args, settings) -> int:
+    with _client(settings) as client:
+        return _watch(client, args.job_id)
+
+
+def cmd_cancel(args, settings) -> int:
+    with _client(settings) as client:
+        job = client.cancel(args.job_id)
+    print(f"job {job['id']} {job['status']}")
+    return 0
+
+
+def cmd_compare(args, settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    with _client(settings) as client:
+        result = client.compare(args.job_ids)
+    runs, differing = result["runs"], result["differing"]
+    metric_names = sorted({m for run in runs for m in run["final"] if not m.startswith("grad_norm/")
+                           and m not in ("lr", "samples_per_s", "tokens_per_s")})
+    table = Table(title="differing: " + (", ".join(differing) or "nothing"))
+    table.add_column("run")
+    for key in differing:
+        table.add_column(key)
+    for name in metric_names:
+        table.add_column(f"{name} final/best")
+    for run in runs:
+        config = {"model": run["model"], "dataset": run.get("dataset"), **run["hyperparameters"]}
+        row = [f"{run['id']} {run.get('name') or ''}".strip()]
+        row += [json.dumps(config.get(key)) for key in differing]
+        for name in metric_names:
+            final, best = run["final"].get(name), run["best"].get(name)
+            row.append("-" if final is None else f"{final:.4g} / {best:.4g}")
+        table.add_row(*row)
+    Console().print(table)
+    return 0
+
+
+def cmd_models(args, settings) -> int:
+    with _client(settings) as client:
+        print(json.dumps(client.models(), indent=2))
+    return 0
+
+
+def cmd_datasets(args, settings) -> int:
+    with _client(settings) as client:
+        if args.upload:
+            name, path = args.upload
+            item = client.upload_dataset(name, Path(path))
+            print(f"dataset {item['name']} stored ({item.get('size_bytes')} bytes)")
+        else:
+            for item in client.datasets():
+                print(f"{item['name']:<20} {item['kind']:<7} {item.get('size_bytes', '')}")
+    return 0
+
+
+# ---------------------------------------------------------------- argument parsing
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainyard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("up", help="embedded mode: API, dashboard and a worker on this machine")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("api", help="run the HTTP API and dashboard")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run a training worker (joins the service in your settings)")
+    p.add_argument("--queues", help="comma-separated: cpu,cuda,auto (default: what this machine can run)")
+    p.add_argument("--name", help="node name (default worker-<pid>@<host>)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("submit", help="queue a training job")
+    p.add_argument("model", help="mlp, cnn or rnn_lm")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a hyperparameter; values are JSON (lr=1e-3, hidden_sizes=[64,64]) or words")
+    p.add_argument("--name")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--watch", action="store_true", help="follow the job until it ends")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("list", help="list jobs, newest first")
+    p.add_argument("--status")
+    p.add_argument("--model")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_list)
+
+    for name, func, text in (("show", cmd_show, "a job as JSON"),
+                             ("watch", cmd_watch, "a live progress bar until the job ends"),
+                             ("cancel", cmd_cancel, "cancel a queued or running job")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job_id", type=int)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("compare", help="compare runs: differing hyperparameters, final/best metrics")
+    p.add_argument("job_ids", type=int, nargs="+")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("models", help="the model catalogue with every hyperparameter's range")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list datasets, or upload a text file")
+    p.add_argument("--upload", nargs=2, metavar=("NAME", "FILE"))
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code = args.func(args, settings)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    except httpx.TransportError as exc:  # connection refused and friends: say where we looked
+        print(f"error: cannot reach the API at {settings.resolved_api_url} ({exc}); "
+              "start it with `trainyard up` or set TRAINYARD_API_URL", file=sys.stderr)
+        code = 2
+    sys.exit(code)

@@ -1,0 +1,139 @@
+"""A small Python client for the Trainyard HTTP API.
+
+    from trainyard.client import Client
+    client = Client("http://127.0.0.1:8000")
+    job = client.submit("mlp", "digits", {"epochs": 5, "activation": "tanh"})
+    client.wait(job["id"])
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class ApiError(RuntimeError):
+    """An answer of 4xx/5xx from the API, with the server's own explanation."""
+
+    def __init__(self, status_code: int, detail: Any):
+        self.status_code = status_code
+        self.detail = detail
+        super().__init__(f"HTTP {status_code}: {format_detail(detail)}")
+
+
+def format_detail(detail: Any) -> str:
+    """Turn FastAPI's error detail (a string or a list of {loc, msg}) into one readable line."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
+class Client:
+    def __init__(self, base_url: str, *, timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, detail)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    # ---- jobs ----
+    def submit(
+        self,
+        model: str,
+        dataset: str,
+        hyperparameters: dict | None = None,
+        *,
+        name: str | None = None,
+        device: str = "auto",
+    ) -> dict:
+        body = {"model": model, "dataset": dataset, "hyperparameters": hyperparameters or {},
+                "device": device}
+        if name:
+            body["name"] = name
+        return self._call("POST", "/jobs", json=body)
+
+    def jobs(self, *, status: str | None = None, model: str | None = None,
+             limit: int = 50, offset: int = 0) -> dict:
+        params = {k: v for k, v in
+                  {"status": status, "model": model, "limit": limit, "offset": offset}.items()
+                  if v is not None}
+        return self._call("GET", "/jobs", params=params)
+
+    def job(self, job_id: int) -> dict:
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def cancel(self, job_id: int) -> dict:
+        return self._call("POST", f"/jobs/{job_id}/cancel")
+
+    def metrics(self, job_id: int, names: list[str] | None = None,
+                max_points: int | None = None) -> dict:
+        params: dict[str, Any] = {}
+        if names:
+            params["names"] = ",".join(names)
+        if max_points:
+            params["max_points"] = max_points
+        return self._call("GET", f"/jobs/{job_id}/metrics", params=params)["series"]
+
+    def checkpoints(self, job_id: int) -> list[dict]:
+        return self._call("GET", f"/jobs/{job_id}/checkpoints")
+
+    def download_checkpoint(self, job_id: int, checkpoint_id: int) -> bytes:
+        return self._call("GET", f"/jobs/{job_id}/checkpoints/{checkpoint_id}/download")
+
+    def compare(self, job_ids: list[int]) -> dict:
+        return self._call("GET", "/compare", params={"ids": ",".join(str(i) for i in job_ids)})
+
+    def wait(self, job_id: int, *, timeout: float = 3600, poll: float = 1.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] in FINISHED:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+            time.sleep(poll)
+
+    # ---- catalogue and data ----
+    def models(self) -> dict:
+        return self._call("GET", "/models")
+
+    def datasets(self) -> list[dict]:
+        return self._call("GET", "/datasets")
+
+    def upload_dataset(self, name: str, path: Path) -> dict:
+        with open(path, "rb") as fh:
+            return self._call("POST", "/datasets", data={"name": name},
+                              files={"file": (Path(path).name, fh, "text/plain")})
+
+    def health(self) -> dict:
+        return self._call("GET", "/healthz")

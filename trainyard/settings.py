@@ -1,0 +1,80 @@
+"""One settings object, read from TRAINYARD_* environment variables, shared by api, worker and CLI.
+
+Nothing else in the code base holds a literal URL or path: ask `get_settings()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    # XDG data dir on Linux, ~/Library/Application Support on macOS is not worth a dependency:
+    # users who care set TRAINYARD_HOME.
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "trainyard"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINYARD_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="Where embedded state lives.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file under home."
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker URL (redis://...); default: a file-system queue under home.",
+    )
+    data_dir: Path | None = Field(
+        default=None, description="Folder with MNIST IDX / CIFAR-10 files; default: home/data."
+    )
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_url: str | None = Field(default=None, description="Where the CLI finds the API.")
+    worker_queues: str | None = Field(
+        default=None, description="Comma-separated queues; default: what this machine can run."
+    )
+    broker_poll_interval: float = Field(
+        default=0.01, description="Seconds between polls of the file-system queue (embedded)."
+    )
+    max_upload_bytes: int = 20 * 1024 * 1024
+    metrics_flush_seconds: float = 1.0
+    cancel_check_seconds: float = 1.0
+    log_level: str = "INFO"
+
+    # ---- derived values: every default path hangs off `home` ----
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'trainyard.db'}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url is None or self.broker_url.startswith("filesystem")
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir or self.home / "data"
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

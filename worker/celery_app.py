@@ -1,0 +1,77 @@
+"""The Celery application, configured from Settings.
+
+The broker only carries "please run job <id>": the job itself lives in the database. Two brokers:
+- distributed: Redis (TRAINYARD_BROKER_URL=redis://...);
+- embedded: kombu's file-system transport under TRAINYARD_HOME/broker, which needs no server and
+  lets any process of the same user on the same machine join as producer or worker.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from trainyard.settings import Settings, get_settings
+
+RUN_JOB_TASK = "trainyard.run_job"
+
+# A job asks for a device; each device has its own queue. A worker consumes the queues its
+# hardware can run: "cpu" and "auto" everywhere, "cuda" only where CUDA exists.
+DEVICE_QUEUES = ("cpu", "cuda", "auto")
+
+
+def queue_for_device(device: str) -> str:
+    if device not in DEVICE_QUEUES:
+        raise ValueError(f"device must be one of {', '.join(DEVICE_QUEUES)}, got {device!r}")
+    return device
+
+
+def _embedded_transport_options(settings: Settings) -> dict:
+    queue_dir = settings.broker_dir / "queue"
+    control_dir = settings.broker_dir / "control"
+    for folder in (queue_dir, control_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {
+        # Producer and consumers share one folder: a message written by the API is read by a worker.
+        "data_folder_in": str(queue_dir),
+        "data_folder_out": str(queue_dir),
+        "control_folder": str(control_dir),
+        "polling_interval": settings.broker_poll_interval,
+    }
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("trainyard", broker=settings.resolved_broker_url, include=["worker.tasks"])
+    app.conf.update(
+        # JSON only: a pickle payload from anyone who can write to the broker would run code here.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # results live in the database, not in a result backend
+        # Training tasks are long: take one at a time and acknowledge only when done, so a task
+        # held by a worker that dies is not silently dropped by the broker.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(name) for name in DEVICE_QUEUES],
+        task_default_queue="auto",
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    if settings.embedded_broker:
+        app.conf.broker_transport_options = _embedded_transport_options(settings)
+        # The file-system transport has no pub/sub worth the polling: no remote control, no events.
+        app.conf.worker_enable_remote_control = False
+        app.conf.worker_send_task_events = False
+    else:
+        # Long jobs: Redis would redeliver an unacked task after the visibility timeout; make that
+        # longer than any job may run (recovery of dead workers is the database's lease, not this).
+        app.conf.broker_transport_options = {"visibility_timeout": 7 * 24 * 3600}
+    return app
+
+
+def enqueue_job(app: Celery, job_id: int, device: str) -> None:
+    """Publish "run job <id>" on the queue for the job's device."""
+    app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for_device(device))
