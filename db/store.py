@@ -1,0 +1,719 @@
+"""The one gateway to SQL: every query of Trainyard lives in `Store`.
+
+Each public method is one short unit of work in its own transaction (`session_scope`), and
+returns plain frozen dataclasses or dicts, never ORM objects, so callers cannot lazy-load or
+hold a session open by accident.
+
+Job states: queued -> running -> succeeded | failed | cancelled, plus running -> queued for the
+recovery path (`requeue_job`). Every transition is one conditional UPDATE guarded by the
+current status (`... WHERE id = :id AND status = 'queued'`), so two workers racing for the
+same job cannot both win: the database serialises the updates and only the first matches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import URL, case, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.session import make_engine, make_session_factory, normalize_url, session_scope
+from db.tables import (
+    DATASET_KINDS,
+    JOB_STATUSES,
+    Checkpoint,
+    Dataset,
+    Job,
+    JobText,
+    Metric,
+    utcnow,
+)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Postgres advisory-lock key held while migrating: any constant shared by every process.
+MIGRATION_LOCK_KEY = 0x7472_6169_6E79_6172  # "trainyar" in ASCII
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+class StoreError(Exception):
+    """Base class of the store's own errors."""
+
+
+class NotFound(StoreError, LookupError):
+    """The job (or other row) does not exist."""
+
+
+class InvalidTransition(StoreError):
+    """The job is not in a state that allows the requested change."""
+
+    def __init__(self, current_status: str, message: str | None = None) -> None:
+        self.current_status = current_status
+        super().__init__(message or f"job is {current_status}")
+
+
+class Conflict(StoreError):
+    """A row with the same unique key already exists."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: int
+    name: str
+    model: str
+    dataset: str
+    hyperparameters: dict[str, Any]
+    device: str
+    status: str
+    attempts: int
+    error: str | None
+    epoch: int
+    total_epochs: int | None
+    step: int
+    total_steps: int | None
+    eta_seconds: float | None
+    worker: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    updated_at: dt.datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    id: int
+    job_id: int
+    epoch: int
+    step: int
+    size: int
+    sha256: str
+    metrics: dict[str, Any]
+    created_at: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    id: int
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    description: str
+    created_at: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _record(cls: type, row: Any) -> Any:
+    """Build a record dataclass from an ORM object or a result row with the same names."""
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/inf (invalid in JSON, rejected by Postgres JSONB) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _best_is_min(name: str) -> bool | None:
+    """True: lower is better; False: higher is better; None: no notion of best."""
+    lowered = name.lower()
+    if "loss" in lowered or "perplexity" in lowered:
+        return True
+    if "accuracy" in lowered:
+        return False
+    return None
+
+
+# Columns of the records: everything but the bytes.
+_CHECKPOINT_COLUMNS = tuple(getattr(Checkpoint, f.name) for f in fields(CheckpointRecord))
+_DATASET_COLUMNS = tuple(getattr(Dataset, f.name) for f in fields(DatasetRecord))
+
+
+class Store:
+    """Database access for jobs, metrics, texts, checkpoints and uploaded datasets.
+
+    `Store(url)` opens an engine (see `db.session.make_engine`); call `migrate()` once at
+    start-up. A Store is safe to share between threads; each call uses its own session.
+    """
+
+    def __init__(self, url: str | URL) -> None:
+        self.url = normalize_url(url)
+        self.engine = make_engine(self.url)
+        self.dialect = self.engine.dialect.name
+        self._sessions = make_session_factory(self.engine)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @functools.cached_property
+    def _metric_upsert(self) -> Any:
+        """INSERT ... ON CONFLICT (job_id, name, step) DO UPDATE, for this backend."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        table = Metric.__table__
+        stmt = insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c.job_id, table.c.name, table.c.step],
+            set_={
+                "epoch": stmt.excluded.epoch,
+                "value": stmt.excluded.value,
+                "time": stmt.excluded.time,
+            },
+        )
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with session_scope(self._sessions) as session:
+            yield session
+
+    # ---- schema -----------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (`upgrade head`).
+
+        Safe to call on every start: at head it changes nothing. Concurrent callers are
+        serialised, so a fleet of workers starting together cannot trip over each other:
+        Postgres takes a transaction-scoped advisory lock; SQLite takes the database's write
+        lock up front (BEGIN IMMEDIATE). The whole upgrade commits as one transaction.
+        """
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        url = self.url.render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+            elif self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            conn.commit()
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - a health check reports, it does not raise
+            return False
+
+    # ---- jobs -------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        model: str,
+        dataset: str,
+        hyperparameters: Mapping[str, Any],
+        device: str = "auto",
+        name: str | None = None,
+    ) -> JobRecord:
+        """Insert a queued job (attempts 0); unnamed jobs are called `<model>-<dataset>-<id>`."""
+        now = utcnow()
+        with self._session() as s:
+            job = Job(
+                name=name or "",
+                model=model,
+                dataset=dataset,
+                hyperparameters=_json_safe(dict(hyperparameters)),
+                device=device,
+                status="queued",
+                attempts=0,
+                epoch=0,
+                step=0,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(job)
+            s.flush()
+            if not name:
+                job.name = f"{model}-{dataset}-{job.id}"
+            return _record(JobRecord, job)
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        with self._session() as s:
+            job = s.get(Job, job_id)
+            return _record(JobRecord, job) if job is not None else None
+
+    def get_status(self, job_id: int) -> str | None:
+        with self._session() as s:
+            return s.scalar(select(Job.status).where(Job.id == job_id))
+
+    def list_jobs(
+        self,
+        status: str | Sequence[str] | None = None,
+        model: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[JobRecord], int]:
+        """One page of jobs, newest first, and the total number matching the filters."""
+        filters = []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            filters.append(Job.status.in_(statuses))
+        if model is not None:
+            filters.append(Job.model == model)
+        with self._session() as s:
+            total = s.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
+            page = s.scalars(
+                select(Job)
+                .where(*filters)
+                .order_by(Job.id.desc())
+                .limit(max(limit, 0))
+                .offset(max(offset, 0))
+            ).all()
+            return [_record(JobRecord, job) for job in page], total
+
+    def queued_job_ids(self) -> list[int]:
+        """Ids of every queued job, oldest first (e.g. to re-enqueue after a broker loss)."""
+        with self._session() as s:
+            return list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.id)))
+
+    def _transition(
+        self, job_id: int, from_statuses: Sequence[str], values: dict[str, Any]
+    ) -> JobRecord | None:
+        """Apply `values` only if the job's status is one of `from_statuses`; None otherwise."""
+        values = {**values, "updated_at": utcnow()}
+        with self._session() as s:
+            row = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_(from_statuses))
+                .values(**values)
+                .returning(*Job.__table__.c)
+            ).first()
+            return _record(JobRecord, row) if row is not None else None
+
+    def claim_job(self, job_id: int, worker: str) -> JobRecord | None:
+        """Atomically move a queued job to running for `worker` (attempts += 1).
+
+        Returns None when the job is not queued (already claimed, cancelled, unknown).
+        """
+        now = utcnow()
+        return self._transition(
+            job_id,
+            ("queued",),
+            {
+                "status": "running",
+                "worker": worker,
+                "attempts": Job.attempts + 1,
+                "started_at": now,
+                "heartbeat_at": now,
+                "finished_at": None,
+                "error": None,
+            },
+        )
+
+    def heartbeat(self, job_id: int) -> bool:
+        """Record that the running job's worker is alive; False if the job is not running."""
+        return self._transition(job_id, ("running",), {"heartbeat_at": utcnow()}) is not None
+
+    def update_progress(
+        self,
+        job_id: int,
+        epoch: int,
+        total_epochs: int | None,
+        step: int,
+        total_steps: int | None,
+        eta_seconds: float | None,
+    ) -> bool:
+        """Store progress (also a heartbeat). False if the job is no longer running,
+        which is how a worker learns that its job was cancelled."""
+        values = {
+            "epoch": epoch,
+            "total_epochs": total_epochs,
+            "step": step,
+            "total_steps": total_steps,
+            "eta_seconds": _finite_or_none(eta_seconds),
+            "heartbeat_at": utcnow(),
+        }
+        return self._transition(job_id, ("running",), values) is not None
+
+    def finish_job(self, job_id: int, status: str, error: str | None = None) -> bool:
+        """running -> succeeded | failed | cancelled, with finished_at. False if not running."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}, not {status!r}")
+        now = utcnow()
+        values = {"status": status, "error": error, "finished_at": now, "heartbeat_at": now}
+        if status == "succeeded":
+            values["eta_seconds"] = 0.0
+        return self._transition(job_id, ("running",), values) is not None
+
+    def requeue_job(self, job_id: int, error: str | None = None) -> bool:
+        """running -> queued (the recovery path, e.g. a worker died). False if not running."""
+        values = {"status": "queued", "worker": None, "heartbeat_at": None, "error": error}
+        return self._transition(job_id, ("running",), values) is not None
+
+    def cancel_job(self, job_id: int) -> JobRecord:
+        """queued | running -> cancelled. Raises NotFound or InvalidTransition(current status).
+
+        A running job's worker notices through `update_progress`/`get_status` and stops.
+        """
+        record = self._transition(
+            job_id, ("queued", "running"), {"status": "cancelled", "finished_at": utcnow()}
+        )
+        if record is not None:
+            return record
+        current = self.get_status(job_id)
+        if current is None:
+            raise NotFound(f"job {job_id} does not exist")
+        raise InvalidTransition(current, f"job {job_id} is {current}; only queued or running "
+                                         "jobs can be cancelled")
+
+    # ---- metrics ----------------------------------------------------------------------
+
+    def add_metrics(self, job_id: int, points: Iterable[Sequence[Any]]) -> None:
+        """Store points `(name, step, epoch, value, time)` in one transaction.
+
+        Upsert on (job_id, name, step): a point written again replaces value, epoch and time
+        (so a resumed run that repeats steps leaves no duplicates). Within one call the last
+        point for a key wins. Non-finite values are stored as NULL (None). `time` (seconds
+        since the epoch) may be omitted or None: now. Raises NotFound for an unknown job.
+        """
+        now = utcnow().timestamp()
+        rows: dict[tuple[str, int], dict[str, Any]] = {}
+        for point in points:
+            name, step, epoch, value = str(point[0]), int(point[1]), int(point[2]), point[3]
+            when = point[4] if len(point) > 4 and point[4] is not None else now
+            rows[(name, step)] = {
+                "job_id": job_id,
+                "name": name,
+                "step": step,
+                "epoch": epoch,
+                "value": _finite_or_none(value),
+                "time": float(when),
+            }
+        if not rows:
+            return
+        try:
+            with self._session() as s:
+                # executemany of one upsert: the driver batches it (psycopg pipelines it,
+                # SQLAlchemy packs rows into multi-row VALUES); ~20x faster than
+                # compiling big multi-row statements ourselves.
+                s.connection().execute(self._metric_upsert, list(rows.values()))
+        except IntegrityError as exc:
+            raise NotFound(f"job {job_id} does not exist") from exc
+
+    def get_metrics(
+        self,
+        job_id: int,
+        names: Iterable[str] | None = None,
+        max_points: int | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Series of `{"step", "epoch", "value"}` by metric name, ordered by step.
+
+        With `max_points`, a series longer than that is downsampled in SQL to exactly
+        `max_points` points: the last point is the exact final point (so the curve ends on
+        the true final value), and the points before it are split by row order
+        (row_number) into `max_points - 1` buckets of near-equal size; each bucket becomes
+        one point with the mean value of its rows (NULLs ignored), at the bucket's last step
+        and epoch. The mean keeps the shape of noisy curves such as train_loss without
+        aliasing; shorter series come back whole. One query per call, whatever the
+        number of series.
+        """
+        filters = [Metric.job_id == job_id]
+        if names is not None:
+            wanted = list(names)
+            if not wanted:
+                return {}
+            filters.append(Metric.name.in_(wanted))
+        if max_points is None:
+            stmt = (
+                select(Metric.name, Metric.step, Metric.epoch, Metric.value)
+                .where(*filters)
+                .order_by(Metric.name, Metric.step)
+            )
+        else:
+            stmt = self._downsampled_metrics(filters, int(max_points))
+        series: dict[str, list[dict[str, Any]]] = {}
+        with self._session() as s:
+            for name, step, epoch, value in s.execute(stmt):
+                series.setdefault(name, []).append(
+                    {"step": int(step), "epoch": int(epoch), "value": _finite_or_none(value)}
+                )
+        return series
+
+    @staticmethod
+    def _downsampled_metrics(filters: list[Any], max_points: int) -> Any:
+        if max_points < 1:
+            raise ValueError("max_points must be at least 1")
+        ranked = (
+            select(
+                Metric.name,
+                Metric.step,
+                Metric.epoch,
+                Metric.value,
+                func.row_number()
+                .over(partition_by=Metric.name, order_by=Metric.step)
+                .label("rn"),
+                func.count().over(partition_by=Metric.name).label("n"),
+            )
+            .where(*filters)
+            .subquery("ranked")
+        )
+        r = ranked.c
+        bucket = case(
+            (r.n <= max_points, r.rn),  # short series: every point is its own bucket
+            (r.rn == r.n, -1),  # the final point: always a bucket of its own
+            # rows 1..n-1 -> buckets 0..max_points-2, in order, none empty since n > max_points
+            else_=((r.rn - 1) * (max_points - 1)) // (r.n - 1),
+        )
+        bucketed = select(r.name, r.step, r.epoch, r.value, bucket.label("bucket"))
+        if max_points == 1:
+            bucketed = bucketed.where(r.rn == r.n)
+        b = bucketed.subquery("bucketed").c
+        last_step = func.max(b.step)
+        return (
+            select(b.name, last_step, func.max(b.epoch), func.avg(b.value))
+            .group_by(b.name, b.bucket)
+            .order_by(b.name, last_step)
+        )
+
+    def metric_names(self, job_id: int) -> list[str]:
+        with self._session() as s:
+            stmt = select(Metric.name).where(Metric.job_id == job_id).distinct()
+            return list(s.scalars(stmt.order_by(Metric.name)))
+
+    def latest_metrics(self, job_id: int) -> dict[str, float | None]:
+        """The value at the highest step of each metric of the job."""
+        ranked = (
+            select(
+                Metric.name,
+                Metric.value,
+                func.row_number()
+                .over(partition_by=Metric.name, order_by=Metric.step.desc())
+                .label("rn"),
+            )
+            .where(Metric.job_id == job_id)
+            .subquery()
+        )
+        with self._session() as s:
+            r = ranked.c
+            rows = s.execute(select(r.name, r.value).where(r.rn == 1).order_by(r.name))
+            return {name: _finite_or_none(value) for name, value in rows}
+
+    def metric_summaries(self, job_ids: Iterable[int]) -> dict[int, dict[str, dict[str, Any]]]:
+        """`{job_id: {name: {"final": v, "best": v}}}` for several jobs in one query.
+
+        final = the value at the highest step; best = the minimum for names containing
+        "loss" or "perplexity", the maximum for names containing "accuracy", otherwise the
+        final value. Every requested id is a key, with {} when it has no metrics.
+        """
+        ids = sorted({int(i) for i in job_ids})
+        result: dict[int, dict[str, dict[str, Any]]] = {i: {} for i in ids}
+        if not ids:
+            return result
+        ranked = (
+            select(
+                Metric.job_id,
+                Metric.name,
+                Metric.value,
+                func.row_number()
+                .over(partition_by=(Metric.job_id, Metric.name), order_by=Metric.step.desc())
+                .label("rn"),
+            )
+            .where(Metric.job_id.in_(ids))
+            .subquery()
+        )
+        r = ranked.c
+        stmt = (
+            select(
+                r.job_id,
+                r.name,
+                func.max(case((r.rn == 1, r.value))),
+                func.min(r.value),
+                func.max(r.value),
+            )
+            .group_by(r.job_id, r.name)
+            .order_by(r.job_id, r.name)
+        )
+        with self._session() as s:
+            for job_id, name, final, low, high in s.execute(stmt):
+                final = _finite_or_none(final)
+                lower_is_better = _best_is_min(name)
+                if lower_is_better is None:
+                    best = final
+                else:
+                    best = _finite_or_none(low if lower_is_better else high)
+                result[job_id][name] = {"final": final, "best": best}
+        return result
+
+    # ---- texts ------------------------------------------------------------------------
+
+    def add_text(self, job_id: int, epoch: int, step: int, name: str, text: str) -> None:
+        """Keep a text artifact (e.g. a sampled text). Raises NotFound for an unknown job."""
+        try:
+            with self._session() as s:
+                s.add(JobText(job_id=job_id, epoch=epoch, step=step, name=name, text=text))
+        except IntegrityError as exc:
+            raise NotFound(f"job {job_id} does not exist") from exc
+
+    def get_texts(self, job_id: int) -> list[dict[str, Any]]:
+        """`[{"epoch", "step", "name", "text"}]` in the order they were written."""
+        with self._session() as s:
+            rows = s.execute(
+                select(JobText.epoch, JobText.step, JobText.name, JobText.text)
+                .where(JobText.job_id == job_id)
+                .order_by(JobText.step, JobText.id)
+            )
+            return [dict(row._mapping) for row in rows]
+
+    # ---- checkpoints ------------------------------------------------------------------
+
+    def add_checkpoint(
+        self,
+        job_id: int,
+        epoch: int,
+        step: int,
+        data: bytes,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> CheckpointRecord:
+        """Store checkpoint bytes with their sha256 and size. NotFound for an unknown job."""
+        blob = bytes(data)
+        try:
+            with self._session() as s:
+                row = Checkpoint(
+                    job_id=job_id,
+                    epoch=epoch,
+                    step=step,
+                    data=blob,
+                    sha256=hashlib.sha256(blob).hexdigest(),
+                    size=len(blob),
+                    metrics=_json_safe(dict(metrics or {})),
+                    created_at=utcnow(),
+                )
+                s.add(row)
+                s.flush()
+                return _record(CheckpointRecord, row)
+        except IntegrityError as exc:
+            raise NotFound(f"job {job_id} does not exist") from exc
+
+    def list_checkpoints(self, job_id: int) -> list[CheckpointRecord]:
+        """The job's checkpoints in training order, without their bytes."""
+        with self._session() as s:
+            rows = s.execute(
+                select(*_CHECKPOINT_COLUMNS)
+                .where(Checkpoint.job_id == job_id)
+                .order_by(Checkpoint.step, Checkpoint.id)
+            )
+            return [_record(CheckpointRecord, row) for row in rows]
+
+    def get_checkpoint_data(
+        self, job_id: int, checkpoint_id: int
+    ) -> tuple[CheckpointRecord, bytes] | None:
+        with self._session() as s:
+            row = s.execute(
+                select(*_CHECKPOINT_COLUMNS, Checkpoint.data).where(
+                    Checkpoint.job_id == job_id, Checkpoint.id == checkpoint_id
+                )
+            ).first()
+            return (_record(CheckpointRecord, row), bytes(row.data)) if row is not None else None
+
+    def latest_checkpoint(self, job_id: int) -> tuple[CheckpointRecord, bytes] | None:
+        """The checkpoint at the highest step (the newest one on a tie), with its bytes."""
+        with self._session() as s:
+            row = s.execute(
+                select(*_CHECKPOINT_COLUMNS, Checkpoint.data)
+                .where(Checkpoint.job_id == job_id)
+                .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
+                .limit(1)
+            ).first()
+            return (_record(CheckpointRecord, row), bytes(row.data)) if row is not None else None
+
+    # ---- datasets ---------------------------------------------------------------------
+
+    def add_dataset(
+        self, name: str, kind: str, data: bytes, description: str = ""
+    ) -> DatasetRecord:
+        """Store an uploaded dataset. Raises Conflict when the name is taken."""
+        if kind not in DATASET_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(DATASET_KINDS)}, not {kind!r}")
+        blob = bytes(data)
+        try:
+            with self._session() as s:
+                row = Dataset(
+                    name=name,
+                    kind=kind,
+                    data=blob,
+                    size=len(blob),
+                    sha256=hashlib.sha256(blob).hexdigest(),
+                    description=description or "",
+                    created_at=utcnow(),
+                )
+                s.add(row)
+                s.flush()
+                return _record(DatasetRecord, row)
+        except IntegrityError as exc:
+            raise Conflict(f"a dataset named {name!r} already exists") from exc
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        """Uploaded datasets by name, without their bytes."""
+        with self._session() as s:
+            rows = s.execute(select(*_DATASET_COLUMNS).order_by(Dataset.name))
+            return [_record(DatasetRecord, row) for row in rows]
+
+    def get_dataset(self, name: str) -> DatasetRecord | None:
+        with self._session() as s:
+            row = s.execute(select(*_DATASET_COLUMNS).where(Dataset.name == name)).first()
+            return _record(DatasetRecord, row) if row is not None else None
+
+    def get_dataset_data(self, name: str) -> bytes | None:
+        with self._session() as s:
+            data = s.scalar(select(Dataset.data).where(Dataset.name == name))
+            return bytes(data) if data is not None else None
+
+
+__all__ = [
+    "JOB_STATUSES",
+    "CheckpointRecord",
+    "Conflict",
+    "DatasetRecord",
+    "InvalidTransition",
+    "JobRecord",
+    "NotFound",
+    "Store",
+    "StoreError",
+]
