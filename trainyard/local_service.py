@@ -1,0 +1,92 @@
+"""Start trainyard processes on this machine and talk to them over HTTP.
+
+Used by the end-to-end tests and the benchmarks: each service is a real OS process (`trainyard
+api`, `worker`, `up`) on a free port, reached exactly as a user reaches it. Logs go to files under
+the service's home folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalService:
+    """A set of trainyard processes sharing one environment."""
+
+    def __init__(self, home: Path, env: dict[str, str], port: int):
+        self.home = home
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, **env, "TRAINYARD_HOME": str(home),
+                    "TRAINYARD_API_URL": self.url, "PYTHONUNBUFFERED": "1"}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self, label: str, *args: str) -> subprocess.Popen:
+        log = open(self.home / f"{label}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "trainyard", *args], env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[label] = proc
+        return proc
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "trainyard", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for label, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{label} exited with {proc.returncode}:\n{self.logs()}")
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"service not healthy after {timeout} s:\n{self.logs()}")
+
+    def wait_status(self, job_id: int, statuses: set[str], timeout: float = 240) -> dict:
+        deadline = time.monotonic() + timeout
+        job: dict = {}
+        while time.monotonic() < deadline:
+            job = self.http.get(f"/jobs/{job_id}").json()
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.25)
+        raise TimeoutError(f"job {job_id} is {job.get('status')} after {timeout} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        parts = []
+        for label in self.processes:
+            path = self.home / f"{label}.log"
+            text = path.read_text(errors="replace") if path.exists() else ""
+            parts.append(f"----- {label} -----\n{text[-6000:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        self.http.close()
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
