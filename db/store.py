@@ -24,9 +24,23 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL, case, func, select, text, update
+from sqlalchemy import (
+    URL,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    select,
+    text,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.session import make_engine, make_session_factory, normalize_url, session_scope
 from db.tables import (
@@ -579,6 +593,253 @@ class Store:
                 else:
                     best = _finite_or_none(low if lower_is_better else high)
                 result[job_id][name] = {"final": final, "best": best}
+        return result
+
+    # ---- many jobs at once (the dashboard) -------------------------------------------
+
+    def get_jobs(self, job_ids: Iterable[int]) -> dict[int, JobRecord]:
+        """`{id: JobRecord}` for the ids that exist, in one query."""
+        ids = sorted({int(i) for i in job_ids})
+        if not ids:
+            return {}
+        with self._session() as s:
+            rows = s.scalars(select(Job).where(Job.id.in_(ids)))
+            return {job.id: _record(JobRecord, job) for job in rows}
+
+    def list_jobs_keyset(
+        self,
+        status: str | Sequence[str] | None = None,
+        model: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> tuple[list[JobRecord], int, int]:
+        """One page of jobs, newest first, found by id (keyset) rather than by offset.
+
+        `before=N`: the `limit` newest jobs with id < N (the next, older page);
+        `after=N`: the `limit` oldest jobs with id > N, still returned newest first (the
+        previous, newer page); neither: the newest page. Returns (page, total, offset):
+        `total` matches the filters, `offset` is how many matching jobs are newer than the
+        page's first one (its position, for "51-100 of 10,000"). Each query walks an index
+        ((status, id), (model, id) or the primary key) from the page's edge, so a page deep in
+        a long list costs what the first one does; only the two counts grow with the table.
+        """
+        filters = []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            filters.append(Job.status.in_(statuses))
+        if model is not None:
+            filters.append(Job.model == model)
+        limit = max(int(limit), 0)
+        stmt = select(Job).where(*filters)
+        if after is not None:
+            stmt = stmt.where(Job.id > after).order_by(Job.id.asc())
+        else:
+            if before is not None:
+                stmt = stmt.where(Job.id < before)
+            stmt = stmt.order_by(Job.id.desc())
+        with self._session() as s:
+            total = s.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
+            page = [_record(JobRecord, job) for job in s.scalars(stmt.limit(limit))]
+            if after is not None:
+                page.reverse()
+            if page:
+                edge = page[0].id + 1
+            elif after is not None:
+                edge = after + 1
+            else:
+                edge = before if before is not None else None
+            offset = 0
+            if edge is not None:
+                count = select(func.count()).select_from(Job).where(*filters, Job.id >= edge)
+                offset = s.scalar(count) or 0
+            return page, total, offset
+
+    def best_metrics(
+        self, job_ids: Iterable[int], names: Iterable[str]
+    ) -> dict[int, dict[str, float | None]]:
+        """`{job_id: {name: best}}` for names with a notion of best (losses, perplexity:
+        lowest; accuracy: highest), in one grouped query over the (job_id, name, step) index.
+        A job without such a metric is absent."""
+        ids = sorted({int(i) for i in job_ids})
+        wanted = [n for n in dict.fromkeys(names) if _best_is_min(n) is not None]
+        result: dict[int, dict[str, float | None]] = {}
+        if not ids or not wanted:
+            return result
+        stmt = (
+            select(Metric.job_id, Metric.name, func.min(Metric.value), func.max(Metric.value))
+            .where(Metric.job_id.in_(ids), Metric.name.in_(wanted))
+            .group_by(Metric.job_id, Metric.name)
+        )
+        with self._session() as s:
+            for job_id, name, low, high in s.execute(stmt):
+                best = low if _best_is_min(name) else high
+                result.setdefault(job_id, {})[name] = _finite_or_none(best)
+        return result
+
+    def metric_names_many(self, job_ids: Iterable[int]) -> dict[int, list[str]]:
+        """`{job_id: [metric names, sorted]}` for several jobs, every requested id a key.
+
+        A loose index scan: a recursive query hops from each name to the next through the
+        (job_id, name, step) index, so the cost grows with the number of names, not of points.
+        """
+        ids = sorted({int(i) for i in job_ids})
+        result: dict[int, list[str]] = {i: [] for i in ids}
+        if not ids:
+            return result
+        stmt = text(
+            """
+            WITH RECURSIVE found(job_id, name) AS (
+                SELECT j.id, (SELECT min(m.name) FROM metrics m WHERE m.job_id = j.id)
+                FROM jobs j WHERE j.id IN :ids
+                UNION ALL
+                SELECT f.job_id,
+                       (SELECT min(m.name) FROM metrics m
+                        WHERE m.job_id = f.job_id AND m.name > f.name)
+                FROM found f WHERE f.name IS NOT NULL
+            )
+            SELECT job_id, name FROM found WHERE name IS NOT NULL ORDER BY job_id, name
+            """
+        ).bindparams(bindparam("ids", expanding=True))
+        with self._session() as s:
+            for job_id, name in s.execute(stmt, {"ids": ids}):
+                result[job_id].append(name)
+        return result
+
+    def bulk_series(
+        self, job_ids: Iterable[int], names: Iterable[str], max_points: int
+    ) -> dict[int, dict[str, dict[str, Any]]]:
+        """Several metric series of many jobs, downsampled, in two queries whatever their number.
+
+        Returns `{job_id: {name: series}}` for the series that exist, each series
+        `{"step": [...], "epoch": [...], "value": [...], "final", "best",
+        "epochs": {"epoch": [...], "mean": [...]}}` (columns rather than point objects: a
+        hundred runs make a compact answer).
+
+        Downsampling is by step range, not row number: with `lo`/`hi` the series' first and
+        last step (two index probes each), the steps lo..hi-1 are cut into buckets of
+        `w = ceil((hi - lo) / (max_points - 1))` consecutive steps and the point at `hi` is a
+        bucket of its own. Each non-empty bucket becomes one point: the mean of its values
+        (NULLs ignored; null when all are null) at its last step and that step's epoch. So a
+        series has at most `max_points` points, ends on its exact final value, and a series
+        whose steps are sparser than `w` (per-epoch metrics) comes back exactly. Unlike the
+        row-number buckets of `get_metrics` this needs no window function, only one grouped
+        pass over the rows, which is what makes a hundred runs fast.
+
+        Also from that one pass: `final` (the value at the last step), `best` (lowest for
+        losses and perplexity, highest for accuracy, else the final value) and the mean of
+        each epoch's values (`epochs`), so "the value at epoch E" needs no further query.
+        """
+        if max_points < 2:
+            raise ValueError("max_points must be at least 2")
+        ids = sorted({int(i) for i in job_ids})
+        wanted = [str(n) for n in dict.fromkeys(names)]
+        if not ids or not wanted:
+            return {}
+        buckets = max_points - 1
+        name_params = {
+            n: bindparam(f"wanted_name_{i}", n, type_=String(200)) for i, n in enumerate(wanted)
+        }
+        wanted_rows = union_all(*[select(p.label("name")) for p in name_params.values()])
+        wanted_sq = wanted_rows.subquery("wanted")
+        probe = aliased(Metric)
+        in_series = (probe.job_id == Job.id, probe.name == wanted_sq.c.name)
+        lo = select(func.min(probe.step)).where(*in_series).scalar_subquery()
+        hi = select(func.max(probe.step)).where(*in_series).scalar_subquery()
+        bounds_stmt = (
+            select(Job.id, wanted_sq.c.name, lo, hi)
+            .select_from(Job)
+            .join(wanted_sq, true())
+            .where(Job.id.in_(ids))
+        )
+        with self._session() as s:
+            found = [(j, n, a, z) for j, n, a, z in s.execute(bounds_stmt) if z is not None]
+            if not found:
+                return {}
+            # The bounds as a literal table (integers inlined, names as the shared parameters):
+            # one row per series, joined to the metric rows in a single grouped pass.
+            bounds_rows = []
+            for job_id, name, first, last in found:
+                width = max(1, -(-(last - first) // buckets))  # ceil((last - first) / buckets)
+                bounds_rows.append(
+                    select(
+                        literal_column(str(int(job_id)), Integer).label("job_id"),
+                        name_params[name].label("name"),
+                        literal_column(str(int(first)), Integer).label("lo"),
+                        literal_column(str(int(last)), Integer).label("hi"),
+                        literal_column(str(int(width)), Integer).label("w"),
+                    )
+                )
+            bounds = union_all(*bounds_rows).subquery("bounds")
+            b = bounds.c
+            bucket = case((Metric.step == b.hi, -1), else_=(Metric.step - b.lo) // b.w)
+            stmt = (
+                select(
+                    Metric.job_id,
+                    Metric.name,
+                    bucket.label("bucket"),
+                    Metric.epoch,
+                    func.max(Metric.step),
+                    func.count(Metric.value),
+                    func.sum(Metric.value),
+                    func.min(Metric.value),
+                    func.max(Metric.value),
+                )
+                .join(bounds, and_(b.job_id == Metric.job_id, b.name == Metric.name))
+                # points written after the bounds were read wait for the next request
+                .where(Metric.name.in_(wanted), Metric.step <= b.hi)
+                .group_by(Metric.job_id, Metric.name, bucket, Metric.epoch)
+            )
+            if self.dialect == "postgresql":
+                # ~200 groups per series: let the planner hash them in memory rather than sort
+                # a million rows on disk (work_mem defaults to 4 MB); this transaction only.
+                s.execute(text("SET LOCAL work_mem = '64MB'"))
+            rows = s.execute(stmt).all()
+        # (job, name) -> bucket -> [last step, epoch at it, count, sum]; and per-series stats
+        groups: dict[tuple[int, str], dict[int, list[Any]]] = {}
+        per_epoch: dict[tuple[int, str], dict[int, list[float]]] = {}
+        extremes: dict[tuple[int, str], list[Any]] = {}
+        for job_id, name, bkt, epoch, last, count, total, low, high in rows:
+            key = (job_id, name)
+            point = groups.setdefault(key, {}).get(bkt)
+            if point is None:
+                groups[key][bkt] = [last, epoch, count, total or 0.0]
+            else:
+                if last > point[0]:
+                    point[0], point[1] = last, epoch
+                point[2] += count
+                point[3] += total or 0.0
+            if count:
+                acc = per_epoch.setdefault(key, {}).setdefault(epoch, [0, 0.0])
+                acc[0] += count
+                acc[1] += total
+                ext = extremes.setdefault(key, [low, high])
+                ext[0], ext[1] = min(ext[0], low), max(ext[1], high)
+            else:
+                per_epoch.setdefault(key, {}).setdefault(epoch, [0, 0.0])
+        result: dict[int, dict[str, dict[str, Any]]] = {}
+        for (job_id, name), by_bucket in groups.items():
+            ordered = sorted(by_bucket.values(), key=lambda p: p[0])
+            values = [_finite_or_none(p[3] / p[2]) if p[2] else None for p in ordered]
+            final = values[-1]
+            lower_is_better = _best_is_min(name)
+            ext = extremes.get((job_id, name))
+            if lower_is_better is None or ext is None:
+                best = final
+            else:
+                best = _finite_or_none(ext[0] if lower_is_better else ext[1])
+            epochs = sorted(per_epoch.get((job_id, name), {}).items())
+            result.setdefault(job_id, {})[name] = {
+                "step": [int(p[0]) for p in ordered],
+                "epoch": [int(p[1]) for p in ordered],
+                "value": values,
+                "final": final,
+                "best": best,
+                "epochs": {
+                    "epoch": [int(e) for e, _ in epochs],
+                    "mean": [_finite_or_none(t / c) if c else None for _, (c, t) in epochs],
+                },
+            }
         return result
 
     # ---- texts ------------------------------------------------------------------------

@@ -50,6 +50,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import worker.tasks  # noqa: F401  (registers the task with whichever app runs)
 
     _migrate(settings)
+    if settings.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     queues = args.queues or settings.worker_queues or _default_queues()
     # A unique node name per process, so several workers on one host can join the same service.
     name = args.name or f"worker-{os.getpid()}@{socket.gethostname()}"

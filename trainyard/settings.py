@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     broker_poll_interval: float = Field(
         default=0.01, description="Seconds between polls of the file-system queue (embedded)."
     )
+    torch_threads: int = Field(
+        default=0,
+        description="Threads a worker gives torch; 0 keeps torch's default (one per core). "
+        "Set 1 when several workers share a machine: oversubscribed cores slow all of them.",
+    )
     max_upload_bytes: int = 20 * 1024 * 1024
     metrics_flush_seconds: float = 1.0
     cancel_check_seconds: float = 1.0

@@ -3,13 +3,16 @@
 The runner owns the job's life on a worker: claim it (a guarded queued -> running transition, so a
 duplicate delivery is harmless), load its data, resume from its latest checkpoint if it has one,
 train, and record the outcome. The training core never sees the database; it talks to
-`PersistingCallbacks`, which batches metric rows and checks for cancellation between steps.
+`PersistingCallbacks`, which batches metric rows, writes them from a background thread, and
+checks for cancellation between steps.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import queue
+import threading
 import time
 import traceback
 
@@ -21,6 +24,54 @@ from trainyard.settings import Settings, get_settings
 log = logging.getLogger("trainyard.worker")
 
 
+class DatabaseWriter:
+    """One background thread that performs a job's database writes, in the order submitted.
+
+    Training never waits for a commit (a Postgres commit waits for its log flush: ~10 ms), and
+    the order still guarantees that a checkpoint lands after the metrics that precede it. The
+    queue is bounded, so a slow database slows training down instead of growing memory. The
+    first failed write is re-raised in the training thread at the next submit or at close().
+    """
+
+    def __init__(self, name: str, max_pending: int = 1000):
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:  # after a failure, drop the rest: the job is failing
+                    fn, args, kwargs = item
+                    fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, fn, *args, **kwargs) -> None:
+        self._raise_if_failed()
+        self._queue.put((fn, args, kwargs))
+
+    def drain(self) -> None:
+        """Wait until every submitted write is done; raise the first failure."""
+        self._queue.join()
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 class PersistingCallbacks(Callbacks):
     """Writes what fit() reports to the database, in batches, and answers "should I stop?"."""
 
@@ -29,13 +80,14 @@ class PersistingCallbacks(Callbacks):
         self.job_id = job_id
         self.flush_seconds = settings.metrics_flush_seconds
         self.cancel_check_seconds = settings.cancel_check_seconds
+        self.writer = DatabaseWriter(name=f"job-{job_id}-writer")
         self._pending: list[tuple[str, int, int, float, float]] = []
         self._last_flush = time.monotonic()
         self._last_cancel_check = time.monotonic()
-        self._last_progress = 0.0
         self._stop = False
+        self._closed = False
 
-    # ---- metrics: buffered, written in one transaction per flush ----
+    # ---- metrics: buffered, then written in one transaction per flush ----
     def _add(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
         now = time.time()
         self._pending.extend((name, step, epoch, float(value), now) for name, value in metrics.items())
@@ -43,8 +95,19 @@ class PersistingCallbacks(Callbacks):
     def flush(self) -> None:
         if self._pending:
             points, self._pending = self._pending, []
-            self.store.add_metrics(self.job_id, points)
+            self.writer.submit(self.store.add_metrics, self.job_id, points)
         self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Write what is left and wait for every write to land (raises the first failure)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+            self.writer.drain()
+        finally:
+            self.writer.close()
 
     def on_step(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
         self._add(step, epoch, metrics)
@@ -55,34 +118,37 @@ class PersistingCallbacks(Callbacks):
         self._add(step, epoch, metrics)
         self.flush()
         for name, text in texts.items():
-            self.store.add_text(self.job_id, epoch=epoch, step=step, name=name, text=text)
+            self.writer.submit(self.store.add_text, self.job_id, epoch=epoch, step=step,
+                               name=name, text=text)
 
     def on_checkpoint(self, epoch: int, step: int, blob: bytes, metrics: dict) -> None:
         # Metrics first, so a checkpoint never points past the metrics stored for its run.
         self.flush()
-        self.store.add_checkpoint(self.job_id, epoch=epoch, step=step, data=blob, metrics=metrics)
+        self.writer.submit(self.store.add_checkpoint, self.job_id, epoch=epoch, step=step,
+                           data=blob, metrics=metrics)
 
     def on_progress(
         self, epoch: int, total_epochs: int, step: int, total_steps: int, eta_seconds: float | None
     ) -> None:
-        now = time.monotonic()
-        at_epoch_end = total_steps and step % max(1, total_steps // max(1, total_epochs)) == 0
-        if now - self._last_progress >= 1.0 or at_epoch_end:
-            self._last_progress = now
-            self.store.update_progress(
-                self.job_id,
-                epoch=epoch,
-                total_epochs=total_epochs,
-                step=step,
-                total_steps=total_steps,
-                eta_seconds=eta_seconds,
-            )
+        self.writer.submit(self._write_progress, epoch, total_epochs, step, total_steps, eta_seconds)
+
+    def _write_progress(self, epoch, total_epochs, step, total_steps, eta_seconds) -> None:
+        still_running = self.store.update_progress(
+            self.job_id, epoch=epoch, total_epochs=total_epochs, step=step,
+            total_steps=total_steps, eta_seconds=eta_seconds,
+        )
+        if not still_running:  # cancelled (or taken away) while we trained
+            self._stop = True
+
+    def _check_status(self) -> None:
+        if self.store.get_status(self.job_id) != "running":
+            self._stop = True
 
     def should_stop(self) -> bool:
         now = time.monotonic()
         if not self._stop and now - self._last_cancel_check >= self.cancel_check_seconds:
             self._last_cancel_check = now
-            self._stop = self.store.get_status(self.job_id) != "running"
+            self.writer.submit(self._check_status)  # answered on the writer thread
         return self._stop
 
 
@@ -127,13 +193,13 @@ class JobRunner:
                 data_dir=self.settings.resolved_data_dir,
                 resume_from=resume_from,
             )
-            callbacks.flush()
+            callbacks.close()
         except Exception as exc:  # the job's own failure: record it, keep the worker alive
             log.exception("job %s failed", job_id)
             try:
-                callbacks.flush()
+                callbacks.close()
             except Exception:
-                log.exception("job %s: could not flush metrics after failure", job_id)
+                log.exception("job %s: could not write its last metrics after the failure", job_id)
             self.store.finish_job(job_id, "failed", error=_readable_error(exc))
             return "failed"
 
@@ -152,8 +218,9 @@ class JobRunner:
         raw = self.store.get_dataset_data(spec.dataset)
         if raw is None:
             return None
+        hp = spec.hyperparameters
         return text_data_from_string(
-            raw.decode("utf-8"), tokenizer=spec.hyperparameters["tokenizer"],
+            raw.decode("utf-8"), tokenizer=hp["tokenizer"], max_vocab=hp["max_vocab"]
         )
 
 

@@ -1,0 +1,56 @@
+// The HTTP API, relative to the page: works at / and behind a path prefix alike.
+"use strict";
+
+export const API_BASE = new URL(".", window.location.href.split("#")[0]);
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(typeof detail === "string" ? detail : `the API answered ${status}`);
+    this.status = status;
+    this.detail = detail; // a string, or FastAPI's list of {loc, msg, type} for a 422
+  }
+}
+
+export function apiUrl(path) {
+  return new URL(path.replace(/^\//, ""), API_BASE);
+}
+
+export async function api(path, { method = "GET", body, signal } = {}) {
+  const options = { method, signal, headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(apiUrl(path), options);
+  let data = null;
+  const type = response.headers.get("content-type") || "";
+  if (type.includes("application/json")) data = await response.json();
+  if (!response.ok) throw new ApiError(response.status, data && data.detail !== undefined ? data.detail : null);
+  return data;
+}
+
+/**
+ * Run `task` now and then every `ms` after each run finishes, until the returned stop() is
+ * called or `task` returns false. Skips runs while the tab is hidden.
+ */
+export function poll(task, ms) {
+  let timer = null;
+  let stopped = false;
+  const run = async () => {
+    if (stopped) return;
+    let again = true;
+    if (!document.hidden) {
+      try {
+        again = (await task()) !== false;
+      } catch (exc) {
+        if (exc.name !== "AbortError") console.warn("poll", exc);
+      }
+    }
+    if (!stopped && again) timer = window.setTimeout(run, ms);
+  };
+  run();
+  return () => {
+    stopped = true;
+    if (timer !== null) window.clearTimeout(timer);
+  };
+}

@@ -1,0 +1,294 @@
+"""/jobs: submit, list, inspect and cancel training jobs; read metrics, texts and checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+
+from api.deps import (
+    MAX_ID,
+    CeleryDep,
+    JobDep,
+    SettingsDep,
+    StoreDep,
+    invalid,
+    job_not_found,
+)
+from api.routes.datasets import find_dataset
+from api.schemas import (
+    NOT_FOUND,
+    CheckpointOut,
+    ErrorOut,
+    JobCreate,
+    JobDetail,
+    JobList,
+    JobStatus,
+    MetricSeries,
+    Progress,
+    TextSample,
+    check_storable_json,
+    finite_or_none,
+)
+from db.store import InvalidTransition, NotFound
+from models.registry import MODEL_NAMES, SpecError, check_dataset_kind, validate_hyperparameters
+from worker.celery_app import enqueue_job
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+MAX_METRIC_NAMES = 200
+
+
+def job_out(job: Any) -> dict[str, Any]:
+    """Shape a db JobRecord as the API's job (JobOut)."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "model": job.model,
+        "dataset": job.dataset,
+        "hyperparameters": job.hyperparameters,
+        "device": job.device,
+        "status": job.status,
+        "progress": Progress(
+            epoch=job.epoch,
+            # Known from the spec before a worker reports it: the dashboard can show "0/20".
+            total_epochs=job.total_epochs or job.hyperparameters.get("epochs"),
+            step=job.step,
+            total_steps=job.total_steps,
+            eta_seconds=finite_or_none(job.eta_seconds),
+        ),
+        "attempts": job.attempts,
+        "worker": job.worker,
+        "error": job.error,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def _validated_spec(body: JobCreate, settings: Any, store: Any) -> dict[str, Any]:
+    """Check the job against the catalogue and the datasets; return the filled hyperparameters."""
+    try:
+        hyperparameters = validate_hyperparameters(body.model, body.hyperparameters)
+        dataset = find_dataset(body.dataset, settings, store)
+        if dataset is None:
+            raise SpecError(
+                "dataset",
+                f"unknown dataset {body.dataset!r}; GET /datasets lists the available ones",
+            )
+        check_dataset_kind(body.model, body.dataset, dataset.kind)
+    except SpecError as exc:
+        raise invalid(("body", *str(exc.field).split(".", 1)), exc.message) from exc
+    return hyperparameters
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobDetail,
+    summary="Submit a training job",
+)
+def submit_job(
+    body: JobCreate, store: StoreDep, settings: SettingsDep, celery: CeleryDep
+) -> dict[str, Any]:
+    hyperparameters = _validated_spec(body, settings, store)
+    job = store.create_job(
+        model=body.model,
+        dataset=body.dataset,
+        hyperparameters=hyperparameters,
+        device=body.device,
+        name=body.name,
+    )
+    try:
+        enqueue_job(celery, job.id, job.device)
+    except Exception as exc:  # noqa: BLE001 - the broker being down must not fail the request
+        # The database is the truth: the job stays queued and the reconciler re-sends it.
+        log.warning("job %s saved as queued but not sent to the broker: %r", job.id, exc)
+    return {**job_out(job), "latest_metrics": {}}
+
+
+# The headline metric of each model family, best first: what the jobs list shows per job.
+HEADLINE_METRICS = ("val_accuracy", "val_perplexity", "val_loss")
+
+
+def _best_metric(bests: dict[str, float | None]) -> dict[str, Any] | None:
+    for name in HEADLINE_METRICS:
+        if name in bests:
+            return {"name": name, "value": finite_or_none(bests[name])}
+    return None
+
+
+@router.get("", response_model=JobList, summary="List jobs, newest first")
+def list_jobs(
+    store: StoreDep,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    model: Annotated[str | None, Query(description="Only jobs of this model.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    before: Annotated[
+        int | None,
+        Query(ge=1, le=2**31, description="Keyset paging: the jobs just older than this id."),
+    ] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=0, le=2**31 - 1, description="Keyset paging: the jobs just newer than this id."),
+    ] = None,
+) -> dict[str, Any]:
+    if model is not None and model not in MODEL_NAMES:
+        raise invalid(("query", "model"), f"model must be one of {', '.join(MODEL_NAMES)}")
+    if before is not None and after is not None:
+        raise invalid(("query", "after"), "give before or after, not both")
+    if (before is not None or after is not None) and offset:
+        raise invalid(("query", "offset"), "give offset or before/after, not both")
+    if before is not None or after is not None:
+        # Keyset: each page is an index range from its edge, as fast deep in the list as at
+        # its top, and stable while new jobs arrive.
+        jobs, total, offset = store.list_jobs_keyset(
+            status=status, model=model, limit=limit, before=before, after=after
+        )
+    else:
+        jobs, total = store.list_jobs(status=status, model=model, limit=limit, offset=offset)
+    bests = store.best_metrics([job.id for job in jobs], HEADLINE_METRICS)
+    items = [
+        {**job_out(job), "best_metric": _best_metric(bests.get(job.id, {}))} for job in jobs
+    ]
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{job_id}", response_model=JobDetail, responses=NOT_FOUND, summary="One job")
+def get_job(job: JobDep, store: StoreDep) -> dict[str, Any]:
+    latest = {name: finite_or_none(v) for name, v in store.latest_metrics(job.id).items()}
+    return {**job_out(job), "latest_metrics": latest}
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobDetail,
+    responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The job already finished."}},
+    summary="Cancel a queued or running job",
+)
+def cancel_job(job: JobDep, store: StoreDep) -> dict[str, Any]:
+    try:
+        job = store.cancel_job(job.id)
+    except NotFound as exc:  # deleted between the two queries
+        raise job_not_found(job.id) from exc
+    except InvalidTransition as exc:
+        raise HTTPException(
+            status_code=409,
+            detail=f"job {job.id} is {exc.current_status}; "
+            "only queued or running jobs can be cancelled",
+        ) from exc
+    return {**job_out(job), "latest_metrics": {}}
+
+
+@router.get(
+    "/{job_id}/metrics",
+    response_model=MetricSeries,
+    responses=NOT_FOUND,
+    summary="Metric series, downsampled on the server",
+)
+def get_metrics(
+    job: JobDep,
+    store: StoreDep,
+    names: Annotated[
+        str | None,
+        Query(
+            max_length=10_000,
+            description="Comma-separated metric names, e.g. train_loss,val_loss; default: all.",
+        ),
+    ] = None,
+    max_points: Annotated[
+        int, Query(ge=2, le=10_000, description="At most this many points per series.")
+    ] = 1000,
+) -> dict[str, Any]:
+    wanted = None
+    if names is not None:
+        wanted = list(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
+        if len(wanted) > MAX_METRIC_NAMES:
+            raise invalid(("query", "names"), f"at most {MAX_METRIC_NAMES} names at once")
+        try:
+            check_storable_json(wanted)
+        except ValueError as exc:
+            raise invalid(("query", "names"), str(exc)) from exc
+    series = store.get_metrics(job.id, names=wanted or None, max_points=max_points)
+    return {
+        "series": {
+            name: [
+                {"step": p["step"], "epoch": p["epoch"], "value": finite_or_none(p["value"])}
+                for p in points
+            ]
+            for name, points in series.items()
+        }
+    }
+
+
+@router.get(
+    "/{job_id}/texts",
+    response_model=list[TextSample],
+    responses=NOT_FOUND,
+    summary="Texts sampled from a language model, per epoch",
+)
+def get_texts(job: JobDep, store: StoreDep) -> list[dict[str, Any]]:
+    return store.get_texts(job.id)
+
+
+@router.get(
+    "/{job_id}/checkpoints",
+    response_model=list[CheckpointOut],
+    responses=NOT_FOUND,
+    summary="The job's checkpoints (without their bytes)",
+)
+def list_checkpoints(job: JobDep, store: StoreDep, request: Request) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": c.id,
+            "epoch": c.epoch,
+            "step": c.step,
+            "size": c.size,
+            "sha256": c.sha256,
+            "metrics": c.metrics,
+            "created_at": c.created_at,
+            "download_url": str(
+                request.app.url_path_for("download_checkpoint", job_id=job.id, checkpoint_id=c.id)
+            ),
+        }
+        for c in store.list_checkpoints(job.id)
+    ]
+
+
+@router.get(
+    "/{job_id}/checkpoints/{checkpoint_id}/download",
+    name="download_checkpoint",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "The checkpoint (torch.save bytes; torch.load(weights_only=True)).",
+        },
+        **NOT_FOUND,
+    },
+    summary="Download one checkpoint's bytes",
+)
+def download_checkpoint(job: JobDep, checkpoint_id: int, store: StoreDep) -> Response:
+    found = None
+    if 1 <= checkpoint_id <= MAX_ID:
+        found = store.get_checkpoint_data(job.id, checkpoint_id)
+    if found is None:
+        raise HTTPException(
+            status_code=404, detail=f"checkpoint {checkpoint_id} of job {job.id} not found"
+        )
+    record, data = found
+    filename = f"trainyard-job{job.id}-epoch{record.epoch}-ckpt{record.id}.pt"
+    return Response(
+        content=data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "ETag": f'"{record.sha256}"',
+            "X-Checksum-SHA256": record.sha256,
+        },
+    )
+

@@ -1,0 +1,288 @@
+"""Request and response bodies of the HTTP API (pydantic v2).
+
+Field names here are a contract: the dashboard, the CLI and users' scripts read them
+(issue 2, point 7). Add fields freely; rename or remove none.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+
+
+def check_storable(value: str) -> str:
+    """Refuse text that no database column can hold, before it reaches one.
+
+    JSON can spell both: "\\u0000" (Postgres text rejects NUL) and a lone "\\ud800" (not
+    encodable as UTF-8, so neither SQLite nor Postgres can store it).
+    """
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def check_storable_json(value: Any) -> Any:
+    """check_storable on every string, key or value, of a JSON document (any depth)."""
+    stack = [value]  # a loop, not recursion: nesting depth is the client's choice
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            check_storable(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+StorableStr = Annotated[str, AfterValidator(check_storable)]
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Device = Literal["auto", "cpu", "cuda"]
+DatasetKind = Literal["images", "text"]
+
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN or Infinity: a diverged loss is reported as null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class JobCreate(BaseModel):
+    """What `POST /jobs` accepts. Hyperparameters are checked against the model's catalogue."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "cnn",
+                    "dataset": "digits",
+                    "hyperparameters": {"lr": 0.001, "epochs": 10},
+                    "name": "cnn-digits-baseline",
+                    "device": "auto",
+                }
+            ]
+        },
+    )
+
+    model: StorableStr = Field(
+        max_length=64, description="One of the names that GET /models lists: mlp, cnn, rnn_lm."
+    )
+    dataset: StorableStr = Field(
+        min_length=1, max_length=64, description="A dataset name from GET /datasets."
+    )
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the model's defaults; omitted keys take the default.",
+    )
+    name: StorableStr | None = Field(
+        default=None, max_length=200, description="A label for the run."
+    )
+    device: Device = Field(
+        default="auto", description="cpu, cuda, or auto (cuda when a worker has it)."
+    )
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _storable_hyperparameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_storable_json(value)
+
+
+class Progress(BaseModel):
+    epoch: int | None = None
+    total_epochs: int | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    eta_seconds: float | None = None
+
+
+class BestMetric(BaseModel):
+    name: str = Field(description="val_accuracy (classifiers), val_perplexity (LM) or val_loss.")
+    value: float | None
+
+
+class JobOut(BaseModel):
+    id: int
+    name: str | None
+    model: str
+    dataset: str
+    hyperparameters: dict[str, Any]
+    device: str
+    status: JobStatus
+    progress: Progress
+    attempts: int
+    worker: str | None = Field(default=None, description="The worker running (or that last ran) it.")
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    best_metric: BestMetric | None = Field(
+        default=None,
+        description="In GET /jobs only: the best value so far of the job's headline metric.",
+    )
+
+
+class JobDetail(JobOut):
+    latest_metrics: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="The most recent value of each metric (null when not finite).",
+    )
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int = Field(description="How many jobs match the filters, ignoring limit/offset.")
+    limit: int
+    offset: int = Field(
+        description="How many matching jobs come before this page (with before/after: "
+        "its position, counted by the server)."
+    )
+
+
+class MetricPoint(BaseModel):
+    step: int
+    epoch: int | None
+    value: float | None = Field(description="null when the value was not finite (NaN, inf).")
+
+
+class MetricSeries(BaseModel):
+    series: dict[str, list[MetricPoint]]
+
+
+class TextSample(BaseModel):
+    epoch: int | None
+    step: int | None
+    name: str
+    text: str
+
+
+class CheckpointOut(BaseModel):
+    id: int
+    epoch: int
+    step: int
+    size: int = Field(description="Bytes.")
+    sha256: str
+    metrics: dict[str, Any]
+    created_at: datetime | None
+    download_url: str
+
+
+class CompareRun(BaseModel):
+    id: int
+    name: str | None
+    model: str
+    dataset: str
+    status: JobStatus
+    hyperparameters: dict[str, Any]
+    final: dict[str, float | None] = Field(description="Each metric's value at its last step.")
+    best: dict[str, float | None] = Field(
+        description="Each metric's best value: lowest for losses/perplexity, highest otherwise."
+    )
+
+
+class CompareOut(BaseModel):
+    runs: list[CompareRun]
+    differing: list[str] = Field(
+        description="Keys whose values differ between the runs: model, dataset and hyperparameters."
+    )
+
+
+class SeriesEpochs(BaseModel):
+    epoch: list[int]
+    mean: list[float | None] = Field(description="The mean of the epoch's points.")
+
+
+class BulkSeries(BaseModel):
+    """One downsampled series as columns: point i is (step[i], epoch[i], value[i])."""
+
+    step: list[int]
+    epoch: list[int]
+    value: list[float | None]
+    final: float | None = Field(description="The value at the last step (exact).")
+    best: float | None = Field(
+        description="Lowest for losses/perplexity, highest for accuracy, else the final value."
+    )
+    epochs: SeriesEpochs
+
+
+class SeriesRun(BaseModel):
+    id: int
+    name: str | None
+    model: str
+    dataset: str
+    status: JobStatus
+    device: str
+    hyperparameters: dict[str, Any]
+    label: str = Field(
+        description="The run named by the settings that differ between the runs compared, "
+        "e.g. 'lr=0.01, activation=sigmoid' (its name when nothing differs)."
+    )
+    created_at: datetime
+    metric_names: list[str] = Field(description="Every metric the run has recorded.")
+
+
+class CompareSeriesOut(BaseModel):
+    runs: list[SeriesRun]
+    differing: list[str]
+    names: list[str] = Field(description="The metric names asked for.")
+    max_points: int
+    series: dict[str, dict[str, BulkSeries]] = Field(
+        description="{job id: {metric name: series}}, only for the series that exist."
+    )
+
+
+class ParamInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["int", "float", "str", "bool", "int_list"]
+    default: Any
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    exclusive_minimum: bool = Field(default=False, description="True: the value must be > minimum.")
+    choices: list[Any] | None = None
+    description: str = ""
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    description: str
+    task: Literal["classification", "language_modeling"]
+    datasets_kind: DatasetKind
+    hyperparameters: dict[str, ParamInfo]
+
+
+class DatasetOut(BaseModel):
+    name: str
+    kind: DatasetKind
+    source: Literal["builtin", "uploaded"]
+    size_bytes: int | None = None
+    examples: int | None = None
+    description: str = ""
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+
+
+class ErrorOut(BaseModel):
+    """Errors other than validation: `{"detail": "job 42 not found"}`."""
+
+    detail: str
+
+
+# Responses shared by many routes, for the OpenAPI page.
+NOT_FOUND = {404: {"model": ErrorOut, "description": "No such job (or checkpoint)."}}

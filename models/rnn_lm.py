@@ -1,0 +1,125 @@
+"""Recurrent language model: embedding -> RNN (Elman) | GRU | LSTM -> softmax over the vocabulary.
+
+Elman cell: h_t = tanh(x_t W + h_{t-1} U + b), y_t = softmax(h_t V). GRU and LSTM as options.
+Tied weights (decoder weight = embedding matrix, Press & Wolf 2017): when embedding_dim differs
+from hidden_size a linear projection hidden_size -> embedding_dim is inserted before the tied
+decoder, so every combination of sizes is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+@dataclass
+class RNNLMConfig:
+    vocab_size: int = 128
+    cell: str = "gru"  # rnn (Elman, tanh) | gru | lstm
+    embedding_dim: int = 64
+    hidden_size: int = 128
+    num_layers: int = 1
+    dropout: float = 0.0  # on embeddings, between layers and before the decoder
+    tie_weights: bool = False
+
+
+class RNNLM(nn.Module):
+    def __init__(self, config: RNNLMConfig):
+        super().__init__()
+        if config.cell not in CELLS:
+            raise ValueError(f"unknown cell {config.cell!r}")
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim)
+        kwargs = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
+        self.rnn = CELLS[config.cell](
+            config.embedding_dim, config.hidden_size, num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0, batch_first=True, **kwargs,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        out_dim = config.hidden_size
+        self.proj = None
+        if config.tie_weights and config.embedding_dim != config.hidden_size:
+            self.proj = nn.Linear(config.hidden_size, config.embedding_dim)
+            out_dim = config.embedding_dim
+        self.decoder = nn.Linear(out_dim, config.vocab_size)
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight  # (V, E) shared
+
+    def step(self, idx: torch.Tensor, state=None):
+        """idx: (B, T) token ids -> logits (B, T, V) and the recurrent state after the last step."""
+        x = self.drop(self.embedding(idx))  # (B, T, E)
+        out, state = self.rnn(x, state)  # (B, T, H); state: (L, B, H) or a pair for LSTM
+        out = self.drop(out)
+        if self.proj is not None:
+            out = self.proj(out)  # (B, T, E)
+        return self.decoder(out), state  # (B, T, V)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        # idx, targets: (B, T) int64; every window starts from a zero state
+        logits, _ = self.step(idx)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def _cell_step(self, x: torch.Tensor, state):
+        """One time step with the cell functions (cheaper than an nn.RNN call per token).
+        x: (B, E); state as returned by nn.RNN/GRU/LSTM: (L, B, H), or a pair of those for LSTM."""
+        rnn, cell = self.rnn, self.config.cell
+        hs, cs = (state if cell == "lstm" else (state, None))
+        new_h, new_c = [], []
+        for layer in range(self.config.num_layers):
+            w = [getattr(rnn, f"{name}_l{layer}")
+                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            if cell == "lstm":
+                h, c = torch.lstm_cell(x, (hs[layer], cs[layer]), *w)  # (B, H) each
+                new_c.append(c)
+            elif cell == "gru":
+                h = torch.gru_cell(x, hs[layer], *w)  # (B, H)
+            else:
+                h = torch.rnn_tanh_cell(x, hs[layer], *w)  # the Elman step
+            new_h.append(h)
+            x = h
+        out = self.proj(x) if self.proj is not None else x
+        state = (torch.stack(new_h), torch.stack(new_c)) if cell == "lstm" else torch.stack(new_h)
+        return self.decoder(out), state  # (B, V)
+
+    @torch.no_grad()
+    def generate(self, prefix_ids, n: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> list[int]:
+        """Feed `prefix_ids` (at least one id), then sample `n` next tokens; returns the n new ids.
+        Draws come from `generator` (never the global RNG), which must live on the model's
+        device; the loop stays on the device and reads the ids back once at the end."""
+        was_training = self.training
+        self.eval()
+        device = self.embedding.weight.device
+        prefix = list(prefix_ids) or [0]
+        ids = torch.as_tensor(prefix, dtype=torch.long, device=device)[None]  # (1, P)
+        logits, state = self.step(ids)
+        logits = logits[:, -1]  # (1, V)
+        out = []
+        for _ in range(n):
+            probs = torch.softmax(logits.float() / max(temperature, 1e-6), -1)  # (1, V)
+            nxt = torch.multinomial(probs, 1, generator=generator)  # (1, 1)
+            out.append(nxt)
+            logits, state = self._cell_step(self.embedding(nxt[:, 0]), state)
+        self.train(was_training)
+        return torch.cat(out).flatten().tolist() if out else []
+
+    def layer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """embedding, rnn.0 .. rnn.{L-1} (per recurrent layer), proj, decoder."""
+        groups: dict[str, list[nn.Parameter]] = {"embedding": [self.embedding.weight]}
+        for layer in range(self.config.num_layers):
+            groups[f"rnn.{layer}"] = [p for name, p in self.rnn.named_parameters()
+                                      if name.endswith(f"_l{layer}")]
+        if self.proj is not None:
+            groups["proj"] = list(self.proj.parameters())
+        # a tied decoder weight is the embedding: report the decoder bias only
+        groups["decoder"] = [self.decoder.bias] if self.config.tie_weights else \
+            list(self.decoder.parameters())
+        return groups

@@ -1,0 +1,37 @@
+"""Fixtures for the HTTP API tests: the real app on a real Store and a real Celery broker.
+
+`store` (tests/conftest.py) runs each test on SQLite and on Postgres. The Celery app is the
+one `create_app` builds from Settings: the embedded file-system broker under a temporary
+home, so a submitted job is a real message file that a worker could consume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from trainyard.settings import Settings
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path) -> Settings:
+    # Every value that matters is explicit, so TRAINYARD_* variables of the shell running the
+    # tests cannot point them at a real broker or data folder.
+    return Settings(
+        home=tmp_path / "home",
+        broker_url=None,
+        database_url=None,
+        data_dir=tmp_path / "data",
+        max_upload_bytes=4096,  # UPLOAD_LIMIT in test_api.py
+    )
+
+
+@pytest.fixture
+def client(store, api_settings: Settings) -> Iterator[TestClient]:
+    app = create_app(api_settings, store=store)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
