@@ -31,6 +31,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     func,
     literal_column,
     select,
@@ -923,6 +924,26 @@ class Store:
                 .limit(1)
             ).first()
             return (_record(CheckpointRecord, row), bytes(row.data)) if row is not None else None
+
+    def prune_checkpoints(self, job_id: int, keep_last: int) -> int:
+        """Delete all but the `keep_last` newest checkpoints of a job; returns how many went.
+
+        Checkpoints are megabytes each and written every epoch: keeping the last few bounds the
+        database while a corrupt newest one still has older ones to fall back on."""
+        if keep_last < 1:
+            raise ValueError("keep_last must be >= 1")
+        with self._session() as s:
+            keep = (
+                select(Checkpoint.id)
+                .where(Checkpoint.job_id == job_id)
+                .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
+                .limit(keep_last)
+                .scalar_subquery()
+            )
+            result = s.execute(
+                delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id.not_in(keep))
+            )
+            return result.rowcount or 0
 
     # ---- datasets ---------------------------------------------------------------------
 

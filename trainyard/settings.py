@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     broker_poll_interval: float = Field(
         default=0.01, description="Seconds between polls of the file-system queue (embedded)."
     )
+    checkpoints_keep: int = Field(
+        default=5, ge=0,
+        description="Checkpoints kept per job (the newest ones); 0 keeps every epoch's.",
+    )
     torch_threads: int = Field(
         default=0,
         description="Threads a worker gives torch; 0 keeps torch's default (one per core). "

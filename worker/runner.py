@@ -80,6 +80,7 @@ class PersistingCallbacks(Callbacks):
         self.job_id = job_id
         self.flush_seconds = settings.metrics_flush_seconds
         self.cancel_check_seconds = settings.cancel_check_seconds
+        self.checkpoints_keep = settings.checkpoints_keep
         self.writer = DatabaseWriter(name=f"job-{job_id}-writer")
         self._pending: list[tuple[str, int, int, float, float]] = []
         self._last_flush = time.monotonic()
@@ -126,6 +127,8 @@ class PersistingCallbacks(Callbacks):
         self.flush()
         self.writer.submit(self.store.add_checkpoint, self.job_id, epoch=epoch, step=step,
                            data=blob, metrics=metrics)
+        if self.checkpoints_keep:
+            self.writer.submit(self.store.prune_checkpoints, self.job_id, self.checkpoints_keep)
 
     def on_progress(
         self, epoch: int, total_epochs: int, step: int, total_steps: int, eta_seconds: float | None

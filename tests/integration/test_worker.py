@@ -43,6 +43,18 @@ def test_a_job_runs_once_even_when_delivered_twice(store, runner):
     assert [c.epoch for c in checkpoints] == [1, 2, 3]
 
 
+def test_only_the_newest_checkpoints_are_kept(store, tmp_path):
+    settings = Settings(home=tmp_path, checkpoints_keep=2)
+    job = store.create_job(model="mlp", dataset="digits",
+                           hyperparameters={**TINY_MLP, "epochs": 5}, device="cpu")
+    assert JobRunner(store, settings, worker_name="w").run(job.id) == "succeeded"
+    assert [c.epoch for c in store.list_checkpoints(job.id)] == [4, 5]
+    record, blob = store.latest_checkpoint(job.id)
+    assert record.epoch == 5 and len(blob) == record.size
+    assert store.prune_checkpoints(job.id, keep_last=1) == 1
+    assert [c.epoch for c in store.list_checkpoints(job.id)] == [5]
+
+
 def test_a_failing_job_ends_failed_with_a_readable_error(store, runner):
     job = store.create_job(model="mlp", dataset="no-such-dataset", hyperparameters=TINY_MLP,
                            device="cpu")
