@@ -126,9 +126,7 @@ class PersistingCallbacks(Callbacks):
         # Metrics first, so a checkpoint never points past the metrics stored for its run.
         self.flush()
         self.writer.submit(self.store.add_checkpoint, self.job_id, epoch=epoch, step=step,
-                           data=blob, metrics=metrics)
-        if self.checkpoints_keep:
-            self.writer.submit(self.store.prune_checkpoints, self.job_id, self.checkpoints_keep)
+                           data=blob, metrics=metrics, keep_last=self.checkpoints_keep or None)
 
     def on_progress(
         self, epoch: int, total_epochs: int, step: int, total_steps: int, eta_seconds: float | None
