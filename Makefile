@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # another wheel: TORCH_SPEC="torch==2.13.0" is only the default.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: up test install install-test services clean
+.PHONY: up test install install-test services browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,11 @@ up: install
 services:
 	bash scripts/ensure-services.sh
 
-test: install-test services
+# Debian's chromium for the dashboard's browser test (apt, when missing; never `playwright install`)
+browser:
+	bash scripts/install-browser.sh
+
+test: install-test services browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

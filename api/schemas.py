@@ -134,10 +134,30 @@ class JobOut(BaseModel):
     )
 
 
+class AttemptOut(BaseModel):
+    number: int = Field(description="1 for the first run, counted per claim by a worker.")
+    worker: str | None
+    started_at: datetime
+    ended_at: datetime | None = Field(description="null while the attempt runs.")
+    outcome: Literal["succeeded", "failed", "cancelled", "worker_lost", "drained"] | None = Field(
+        description="null while it runs; worker_lost: the worker stopped heart-beating (an "
+        "infrastructure failure); drained: its worker shut down and gave the job back."
+    )
+    resumed_from_epoch: int | None = Field(
+        description="The checkpoint's epoch this attempt resumed from; null: from scratch."
+    )
+
+
 class JobDetail(JobOut):
     latest_metrics: dict[str, float | None] = Field(
         default_factory=dict,
         description="The most recent value of each metric (null when not finite).",
+    )
+    infra_failures: int = Field(
+        default=0, description="Attempts lost to the infrastructure (a worker died or hung)."
+    )
+    attempt_history: list[AttemptOut] = Field(
+        default_factory=list, description="In GET /jobs/{id}: every attempt, oldest first."
     )
 
 

@@ -99,6 +99,9 @@ class Job(Base):
         # Newest-first pages filtered by status or model: WHERE status = ? ORDER BY id DESC.
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_model_id", "model", "id"),
+        # The reconciler's scan for queued jobs whose broker message may be lost (0003).
+        Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
+        UniqueConstraint("idempotency_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -121,6 +124,34 @@ class Job(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Fault tolerance (migration 0003): attempts lost to the infrastructure, when the job was
+    # last sent to the broker, and the Idempotency-Key of the request that created it.
+    infra_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    enqueued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+
+
+ATTEMPT_OUTCOMES = ("succeeded", "failed", "cancelled", "worker_lost", "drained")
+
+
+class JobAttempt(Base):
+    """One claim of a job by a worker: who ran it, when, how it ended, where it resumed.
+
+    `outcome` is NULL while the attempt runs; `resumed_from_epoch` is the epoch of the
+    checkpoint the attempt started from (NULL: from scratch).
+    """
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
 
 
 class Metric(Base):
@@ -131,7 +162,13 @@ class Metric(Base):
     """
 
     __tablename__ = "metrics"
-    __table_args__ = (UniqueConstraint("job_id", "name", "step"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "name", "step"),
+        # Covering index for reading many series in one pass (Store.bulk_series): migration 0002.
+        Index(
+            "ix_metrics_job_id_name_step_epoch_value", "job_id", "name", "step", "epoch", "value"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))

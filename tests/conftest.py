@@ -159,7 +159,7 @@ def _store_postgres_url(_postgres_server: _PostgresServer) -> Iterator[str]:
         _postgres_server.drop_database(url)
 
 
-STORE_TABLES = ("job_texts", "checkpoints", "metrics", "datasets", "jobs")
+STORE_TABLES = ("job_attempts", "job_texts", "checkpoints", "metrics", "datasets", "jobs")
 
 
 @pytest.fixture(

@@ -72,7 +72,20 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     print(f"trainyard worker {name}: queues {queues}, broker "
           f"{'embedded file-system queue at ' + str(settings.broker_dir) if settings.embedded_broker else 'redis'}",
           flush=True)
-    make_celery(settings).worker_main(argv)
+    # Every worker also reconciles: requeues jobs whose worker stopped heart-beating, fails
+    # poison jobs, re-sends queued jobs whose broker message may be lost (worker/reconciler.py).
+    from worker.celery_app import enqueue_job
+    from worker.reconciler import Reconciler
+    from worker.runner import _store_for
+
+    sender = make_celery(settings)
+    reconciler = Reconciler(_store_for(settings.resolved_database_url),
+                            lambda job_id, device: enqueue_job(sender, job_id, device),
+                            settings).start()
+    try:
+        make_celery(settings).worker_main(argv)
+    finally:
+        reconciler.stop()
     return 0
 
 

@@ -56,6 +56,32 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 20 * 1024 * 1024
     metrics_flush_seconds: float = 1.0
     cancel_check_seconds: float = 1.0
+    # ---- fault tolerance (see README "Fault tolerance") ----
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="How often a worker heart-beats its running job."
+    )
+    lease_seconds: float = Field(
+        default=30.0, gt=0,
+        description="A running job without a heartbeat for this long has lost its worker: "
+        "the reconciler requeues it (keep it several heartbeats long).",
+    )
+    reconcile_seconds: float = Field(
+        default=10.0, gt=0, description="How often each worker runs the reconciler."
+    )
+    enqueue_grace_seconds: float = Field(
+        default=120.0, gt=0,
+        description="A job queued this long without a worker claiming it is sent to the "
+        "broker again (its message may be lost); duplicates are harmless.",
+    )
+    db_retry_seconds: float = Field(
+        default=600.0, ge=0,
+        description="How long a worker keeps training and retrying its writes (buffered, in "
+        "order) while the database is unreachable before the job fails.",
+    )
+    max_infra_retries: int = Field(
+        default=3, ge=0,
+        description="Times a job may lose its worker and be requeued; one more loss fails it.",
+    )
     log_level: str = "INFO"
 
     # ---- derived values: every default path hangs off `home` ----

@@ -5,11 +5,20 @@ duplicate delivery is harmless), load its data, resume from its latest checkpoin
 train, and record the outcome. The training core never sees the database; it talks to
 `PersistingCallbacks`, which batches metric rows, writes them from a background thread, and
 checks for cancellation between steps.
+
+Fault tolerance: while a job runs, a `Heartbeat` thread renews its lease in the database every
+`heartbeat_seconds` (whatever the training thread is doing: a long epoch, an evaluation). Its
+heartbeats, progress and final transition are guarded by the attempt number, so a worker whose
+job was taken from it (lease expired, requeued, claimed elsewhere) learns so at its next beat,
+drops the writes it still has queued and stops instead of writing over the new owner. When the
+process is asked to shut down (`DRAINING`, set on SIGTERM), the job stops at the next step
+boundary and goes back to the queue (attempt outcome `drained`); the task re-sends it.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import queue
 import threading
@@ -18,10 +27,80 @@ import traceback
 
 from db.store import Store
 from models.data import text_data_from_string
-from models.train import Callbacks, JobSpec, fit
+from models.train import Callbacks, JobSpec, fit, load_checkpoint
 from trainyard.settings import Settings, get_settings
 
 log = logging.getLogger("trainyard.worker")
+
+# Set once this worker process is shutting down (SIGTERM): the running job gives itself back.
+DRAINING = threading.Event()
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for a database that is unreachable (stopped, restarting, network), as opposed to
+    an error of the statement itself, which no retry would fix."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retry_while_unreachable(fn, *args, retry_seconds: float = 600.0, **kwargs):
+    """Call `fn`, retrying with exponential backoff (0.1 s doubling to 5 s) for as long as the
+    database is unreachable, up to `retry_seconds`; any other error is raised at once.
+
+    Only for idempotent writes (metric upserts, guarded transitions, progress): a commit whose
+    answer was lost may be applied twice."""
+    deadline = time.monotonic() + retry_seconds
+    delay = 0.1
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable (%s): retrying in %.1f s", type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class Heartbeat:
+    """A daemon thread that renews a running job's lease every `interval` seconds.
+
+    `lost` is set when the database says the job is not ours any more (requeued by a
+    reconciler, cancelled, finished elsewhere), and `taken` too when it went back to the queue
+    or to another attempt; a failed write (database away) is logged and retried at the next
+    beat: the lease is the database's judgement, not ours.
+    """
+
+    def __init__(self, store: Store, job_id: int, attempt: int, interval: float):
+        self.store, self.job_id, self.attempt, self.interval = store, job_id, attempt, interval
+        self.lost = threading.Event()
+        self.taken = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"job-{job_id}-heartbeat",
+                                        daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                if not self.store.heartbeat(self.job_id, attempt=self.attempt):
+                    job = self.store.get_job(self.job_id)
+                    if job is None or job.status == "queued" or job.attempts != self.attempt:
+                        self.taken.set()
+                    self.lost.set()
+                    return
+            except Exception:  # noqa: BLE001 - keep beating; the next one may get through
+                log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
 
 
 class DatabaseWriter:
@@ -33,7 +112,13 @@ class DatabaseWriter:
     first failed write is re-raised in the training thread at the next submit or at close().
     """
 
-    def __init__(self, name: str, max_pending: int = 1000):
+    def __init__(self, name: str, max_pending: int = 1000, retry_seconds: float = 0.0,
+                 abandon: threading.Event | None = None):
+        # retry_seconds > 0: a write that finds the database unreachable is retried (in order,
+        # so later writes wait behind it) for up to that long before it counts as failed.
+        # abandon, once set, drops every write still queued (the job is someone else's now).
+        self.retry_seconds = retry_seconds
+        self.abandon = abandon
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -45,9 +130,15 @@ class DatabaseWriter:
             try:
                 if item is None:
                     return
-                if self._error is None:  # after a failure, drop the rest: the job is failing
+                abandoned = self.abandon is not None and self.abandon.is_set()
+                # after a failure, drop the rest: the job is failing
+                if self._error is None and not abandoned:
                     fn, args, kwargs = item
-                    fn(*args, **kwargs)
+                    if self.retry_seconds > 0:
+                        retry_while_unreachable(fn, *args, retry_seconds=self.retry_seconds,
+                                                **kwargs)
+                    else:
+                        fn(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the training thread
                 self._error = exc
             finally:
@@ -75,13 +166,18 @@ class DatabaseWriter:
 class PersistingCallbacks(Callbacks):
     """Writes what fit() reports to the database, in batches, and answers "should I stop?"."""
 
-    def __init__(self, store: Store, job_id: int, settings: Settings):
+    def __init__(self, store: Store, job_id: int, settings: Settings, attempt: int | None = None,
+                 heartbeat: Heartbeat | None = None):
         self.store = store
         self.job_id = job_id
+        self.attempt = attempt
+        self.heartbeat = heartbeat
         self.flush_seconds = settings.metrics_flush_seconds
         self.cancel_check_seconds = settings.cancel_check_seconds
         self.checkpoints_keep = settings.checkpoints_keep
-        self.writer = DatabaseWriter(name=f"job-{job_id}-writer")
+        self.writer = DatabaseWriter(name=f"job-{job_id}-writer",
+                                     retry_seconds=settings.db_retry_seconds,
+                                     abandon=heartbeat.taken if heartbeat else None)
         self._pending: list[tuple[str, int, int, float, float]] = []
         self._last_flush = time.monotonic()
         self._last_cancel_check = time.monotonic()
@@ -136,7 +232,7 @@ class PersistingCallbacks(Callbacks):
     def _write_progress(self, epoch, total_epochs, step, total_steps, eta_seconds) -> None:
         still_running = self.store.update_progress(
             self.job_id, epoch=epoch, total_epochs=total_epochs, step=step,
-            total_steps=total_steps, eta_seconds=eta_seconds,
+            total_steps=total_steps, eta_seconds=eta_seconds, attempt=self.attempt,
         )
         if not still_running:  # cancelled (or taken away) while we trained
             self._stop = True
@@ -146,6 +242,8 @@ class PersistingCallbacks(Callbacks):
             self._stop = True
 
     def should_stop(self) -> bool:
+        if DRAINING.is_set() or (self.heartbeat is not None and self.heartbeat.lost.is_set()):
+            return True
         now = time.monotonic()
         if not self._stop and now - self._last_cancel_check >= self.cancel_check_seconds:
             self._last_cancel_check = now
@@ -166,6 +264,13 @@ class JobRunner:
         self.worker_name = worker_name
 
     def run(self, job_id: int) -> str:
+        """Run one delivered job. Returns succeeded, failed, stopped (cancelled, or taken from
+        this worker), drained (given back to the queue: the caller re-sends it) or
+        skipped:<status> (not queued: a duplicate delivery)."""
+        if DRAINING.is_set():
+            # Shutting down: leave the job queued (the message is acknowledged; the caller or
+            # the reconciler re-sends it).
+            return "skipped:draining"
         job = self.store.claim_job(job_id, worker=self.worker_name)
         if job is None:
             # Not queued any more (cancelled, or another worker owns it): a duplicate delivery.
@@ -173,8 +278,18 @@ class JobRunner:
             log.info("job %s not claimed (status %s): skipping", job_id, current)
             return f"skipped:{current}"
 
-        log.info("job %s claimed by %s (attempt %s)", job_id, self.worker_name, job.attempts)
-        callbacks = PersistingCallbacks(self.store, job_id, self.settings)
+        attempt = job.attempts
+        log.info("job %s claimed by %s (attempt %s)", job_id, self.worker_name, attempt)
+        heartbeat = Heartbeat(self.store, job_id, attempt, self.settings.heartbeat_seconds).start()
+        try:
+            return self._run_claimed(job, attempt, heartbeat)
+        finally:
+            heartbeat.stop()
+
+    def _run_claimed(self, job, attempt: int, heartbeat: Heartbeat) -> str:
+        job_id = job.id
+        callbacks = PersistingCallbacks(self.store, job_id, self.settings, attempt=attempt,
+                                        heartbeat=heartbeat)
         try:
             spec = JobSpec(
                 model=job.model,
@@ -183,7 +298,7 @@ class JobRunner:
                 device=job.device,
             )
             data = self._uploaded_data(spec)
-            latest = self.store.latest_checkpoint(job_id)
+            latest = self._resume_point(job_id, attempt)
             resume_from = latest[1] if latest else None
             if resume_from is not None:
                 log.info("job %s resumes from checkpoint at epoch %s", job_id, latest[0].epoch)
@@ -201,17 +316,55 @@ class JobRunner:
                 callbacks.close()
             except Exception:
                 log.exception("job %s: could not write its last metrics after the failure", job_id)
-            self.store.finish_job(job_id, "failed", error=_readable_error(exc))
+            self._retry(self.store.finish_job, job_id, "failed", error=_readable_error(exc),
+                        attempt=attempt)
             return "failed"
 
         if result.status == "completed":
-            self.store.finish_job(job_id, "succeeded")
+            if not self._retry(self.store.finish_job, job_id, "succeeded", attempt=attempt):
+                log.warning("job %s completed here but was no longer ours (status %s)", job_id,
+                            self.store.get_status(job_id))
+                return "stopped"
             log.info("job %s succeeded: %s", job_id, result.final_metrics)
             return "succeeded"
-        # fit() stopped because should_stop() said so: the job was cancelled in the database.
+        if DRAINING.is_set() and not heartbeat.lost.is_set():
+            # Every metric of the steps done is written (close() above); the job resumes from
+            # its newest checkpoint on another worker, re-run steps replacing their rows.
+            if self._retry(self.store.requeue_job, job_id, outcome="drained", attempt=attempt):
+                log.info("job %s drained at step %s: back in the queue", job_id, result.steps_done)
+                return "drained"
+        # fit() stopped because should_stop() said so: cancelled, or taken from this worker.
         log.info("job %s stopped at epoch %s (status %s)", job_id, result.epochs_done,
                  self.store.get_status(job_id))
         return "stopped"
+
+    def _resume_point(self, job_id: int, attempt: int):
+        """The newest checkpoint whose bytes match their sha256 and load, with its bytes; a
+        corrupt one is skipped for the one before it (None: start from scratch)."""
+        newest_first = list(reversed(self.store.list_checkpoints(job_id)))
+        for i, record in enumerate(newest_first):
+            found = self.store.get_checkpoint_data(job_id, record.id)
+            if found is None:  # pruned meanwhile
+                continue
+            _, blob = found
+            try:
+                if hashlib.sha256(blob).hexdigest() != record.sha256:
+                    raise ValueError("sha256 mismatch")
+                load_checkpoint(blob)
+            except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                log.error("job %s: checkpoint %s (epoch %s) is corrupt (%s): trying the one "
+                          "before", job_id, record.id, record.epoch, exc)
+                continue
+            if i:
+                self.store.set_attempt_resumed_from(job_id, attempt, record.epoch)
+            return record, blob
+        if newest_first:
+            self.store.set_attempt_resumed_from(job_id, attempt, None)
+        return None
+
+    def _retry(self, fn, *args, **kwargs):
+        return retry_while_unreachable(fn, *args, retry_seconds=self.settings.db_retry_seconds,
+                                       **kwargs)
 
     def _uploaded_data(self, spec: JobSpec):
         """Uploaded datasets live in the database so any worker can read them; built-in ones

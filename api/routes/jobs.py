@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 
 from api.deps import (
     MAX_ID,
@@ -92,22 +92,54 @@ def _validated_spec(body: JobCreate, settings: Any, store: Any) -> dict[str, Any
     summary="Submit a training job",
 )
 def submit_job(
-    body: JobCreate, store: StoreDep, settings: SettingsDep, celery: CeleryDep
+    body: JobCreate,
+    store: StoreDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1, max_length=200,
+            description="A client-chosen key: a retried POST with the same key returns the "
+            "job the first one created (200) instead of creating another.",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     hyperparameters = _validated_spec(body, settings, store)
-    job = store.create_job(
-        model=body.model,
-        dataset=body.dataset,
-        hyperparameters=hyperparameters,
-        device=body.device,
-        name=body.name,
-    )
+    spec = {"model": body.model, "dataset": body.dataset, "hyperparameters": hyperparameters,
+            "device": body.device, "name": body.name}
+    if idempotency_key is not None:
+        job, created = store.create_job_once(idempotency_key, **spec)
+        if not created and _differs(job, spec):
+            raise HTTPException(
+                status_code=422,
+                detail=f"Idempotency-Key {idempotency_key!r} was used for job {job.id} with a "
+                "different request; use a new key for a new job",
+            )
+        if not created:
+            # A retry: the first request created (and sent) it; the reconciler re-sends a
+            # queued job whose message was lost, so nothing to send here.
+            response.status_code = 200
+            return {**job_out(job), "latest_metrics": store.latest_metrics(job.id),
+                    "infra_failures": job.infra_failures}
+    else:
+        job = store.create_job(**spec)
     try:
         enqueue_job(celery, job.id, job.device)
     except Exception as exc:  # noqa: BLE001 - the broker being down must not fail the request
         # The database is the truth: the job stays queued and the reconciler re-sends it.
         log.warning("job %s saved as queued but not sent to the broker: %r", job.id, exc)
     return {**job_out(job), "latest_metrics": {}}
+
+
+def _differs(job: Any, spec: dict[str, Any]) -> bool:
+    """Whether a retried request asks for something else than the job its key created."""
+    return (
+        (job.model, job.dataset, job.device) != (spec["model"], spec["dataset"], spec["device"])
+        or job.hyperparameters != spec["hyperparameters"]
+        or (spec["name"] is not None and job.name != spec["name"])
+    )
 
 
 # The headline metric of each model family, best first: what the jobs list shows per job.
@@ -161,7 +193,8 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobDetail, responses=NOT_FOUND, summary="One job")
 def get_job(job: JobDep, store: StoreDep) -> dict[str, Any]:
     latest = {name: finite_or_none(v) for name, v in store.latest_metrics(job.id).items()}
-    return {**job_out(job), "latest_metrics": latest}
+    return {**job_out(job), "latest_metrics": latest, "infra_failures": job.infra_failures,
+            "attempt_history": store.list_attempts(job.id)}
 
 
 @router.post(

@@ -233,7 +233,12 @@ def test_jobs_page_updates_live_filters_and_cancels(browser, service):
 
 def test_compare_two_runs_named_by_what_differs(browser, service):
     jobs = service.http.get("/jobs", params={"status": "succeeded"}).json()["items"]
-    relu = jobs[0]
+    if jobs:  # the run the submit test made (named like an <img> tag)
+        relu = jobs[0]
+    else:  # this test alone (pytest -k): make its own
+        relu = service.http.post("/jobs", json={"model": "mlp", "dataset": "digits",
+                                                "name": XSS_NAME, "hyperparameters": SMALL}).json()
+        assert service.wait_status(relu["id"], {"succeeded", "failed"})["status"] == "succeeded"
     sigmoid = service.http.post("/jobs", json={
         "model": "mlp", "dataset": "digits", "name": "sigmoid run",
         "hyperparameters": {**SMALL, "activation": "sigmoid"}}).json()
@@ -336,4 +341,48 @@ def test_compare_a_hundred_runs(browser, service):
     assert len(set(colours[:40])) == 40  # 10 colours x 4 dash patterns before any repeats
     print(f"\ncompare page with 100 runs x 2,000 steps ready in {elapsed:.2f} s")
     tab.shot("11-compare-100-runs-1280")
+    tab.close()
+
+
+def test_job_page_shows_sampled_texts_error_and_attempts(browser, service):
+    """An RNN-LM run that failed on its second attempt, written straight to the database: the
+    page shows each epoch's sampled text, the error and the attempts, all as text."""
+    from db.store import Store
+
+    store = Store(f"sqlite:///{service.home / 'trainyard.db'}")
+    try:
+        job = store.create_job("rnn_lm", "pydocs", {"epochs": 3}, name="lm <b>bold</b>")
+        store.claim_job(job.id, "worker-a")
+        store.requeue_job(job.id, error="worker-a died")
+        store.claim_job(job.id, "worker-b")
+        for epoch in (1, 2):
+            store.add_metrics(job.id, [("val_perplexity", epoch * 10, epoch, 40.0 / epoch, None),
+                                       ("train_loss", epoch * 10, epoch, 3.0 / epoch, None)])
+            store.add_text(job.id, epoch, epoch * 10, "sample",
+                           f"epoch {epoch} says <script>alert({epoch})</script> & more")
+        store.finish_job(job.id, "failed", error="RuntimeError: <img src=x onerror=alert(2)>")
+    finally:
+        store.close()
+
+    tab = Page(browser, service)
+    page = tab.open(f"#/jobs/{job.id}")
+    page.wait_for_selector("#view[data-status=failed]")
+    texts = page.locator("#job-texts pre").all_inner_texts()
+    assert texts == ["epoch 2 says <script>alert(2)</script> & more",
+                     "epoch 1 says <script>alert(1)</script> & more"]  # newest first
+    assert page.inner_text("#job-error") == "RuntimeError: <img src=x onerror=alert(2)>"
+    assert page.inner_text("dl.summary [data-key=attempts] dd") == "2"
+    assert page.inner_text("dl.summary [data-key=worker] dd") == "worker-b"
+    # Each attempt, as far as the server keeps their history.
+    history = service.http.get(f"/jobs/{job.id}").json().get("attempt_history", [])
+    rows = page.locator("#job-attempts tbody tr")
+    assert rows.count() == len(history)
+    for row, attempt in zip(rows.all(), history, strict=True):
+        assert (attempt["worker"] or "–") in row.inner_text()
+    assert "lm <b>bold</b>" in page.inner_text("h1.job-title")
+    assert page.locator("img, script:not([src]), h1 b").count() == 0
+    page.wait_for_function("document.querySelector('#chart-headline g.trace') !== null")
+    assert "perplexity" in page.inner_text("#chart-headline").lower() or traces_drawn(
+        page, "#chart-headline") == 1
+    tab.shot("12-job-lm-failed-1280")
     tab.close()

@@ -38,3 +38,29 @@ def test_a_failed_write_is_raised_to_the_caller_and_later_writes_are_dropped():
     writer.close()
     writer.close()  # closing twice is harmless
     assert done == [1]
+
+
+def test_writes_are_retried_in_order_while_the_database_is_unreachable():
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    done, failures = [], [2]
+
+    def flaky(i):
+        if i == 1 and failures[0]:  # the database is away for two tries of write 1
+            failures[0] -= 1
+            raise OperationalError("INSERT", {}, ConnectionError("server closed the connection"))
+        done.append(i)
+
+    writer = DatabaseWriter("test-writer", retry_seconds=10)
+    for i in range(4):
+        writer.submit(flaky, i)
+    writer.drain()
+    assert done == [0, 1, 2, 3], "nothing lost, order kept"
+
+    def bad(_):  # not a connection problem: no retry would fix it
+        raise IntegrityError("INSERT", {}, ValueError("duplicate"))
+
+    writer.submit(bad, 0)
+    with pytest.raises(IntegrityError):
+        writer.drain()
+    writer.close()

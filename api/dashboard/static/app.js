@@ -324,8 +324,14 @@ async function mountJobs(view, { params }) {
     }
   }
   const stop = poll(refresh, REFRESH_MS);
+  // The job and compare pages draw with plotly.js: fetch and compile it while this page idles,
+  // so that "Compare selected" opens without waiting for it.
+  const preload = () => import("./js/charts.js").then((m) => m.loadPlotly()).catch(() => {});
+  const idle = window.requestIdleCallback ? window.requestIdleCallback(preload, { timeout: 3000 }) : window.setTimeout(preload, 1500);
   return () => {
     stop();
+    if (window.cancelIdleCallback && window.requestIdleCallback) window.cancelIdleCallback(idle);
+    else window.clearTimeout(idle);
     live.hidden = true;
   };
 }

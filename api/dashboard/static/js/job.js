@@ -39,6 +39,11 @@ export async function mount(view, { match }) {
   const summary = h("dl", { class: "summary" });
   const errorBox = h("section", { class: "card error-card", hidden: true },
     h("h2", { text: "Error" }), h("pre", { class: "error-text", id: "job-error" }));
+  const attemptsBody = h("tbody");
+  const attempts = h("section", { class: "card", hidden: true }, h("h2", { text: "Attempts" }),
+    scrollTable(h("table", { class: "data-table cards-narrow", id: "job-attempts" },
+      h("thead", {}, h("tr", {}, ["#", "worker", "started", "ended", "outcome", "resumed from"].map((t) => h("th", { text: t })))),
+      attemptsBody)));
   const configBody = h("tbody");
   const config = h("section", { class: "card" }, h("h2", { text: "Configuration" }),
     scrollTable(h("table", { class: "kv-table", id: "job-config" }, configBody)));
@@ -55,7 +60,7 @@ export async function mount(view, { match }) {
   const ckBody = h("tbody");
   const ckEmpty = h("p", { class: "muted", text: "No checkpoints yet: one is saved after every epoch." });
   const checkpoints = h("section", { class: "card" }, h("h2", { text: "Checkpoints" }), ckEmpty,
-    scrollTable(h("table", { class: "data-table", id: "job-checkpoints" },
+    scrollTable(h("table", { class: "data-table cards-narrow", id: "job-checkpoints" },
       h("thead", {}, h("tr", {}, ["epoch", "step", "size", "sha256", "metrics", ""].map((t) => h("th", { text: t })))),
       ckBody)));
 
@@ -65,6 +70,7 @@ export async function mount(view, { match }) {
       h("div", { class: "actions" }, compare, cancel)),
     h("section", { class: "card" }, summary),
     errorBox,
+    attempts,
     h("div", { class: "chart-grid" }, loss.box, headline.box, grads.box, lr.box),
     texts,
     checkpoints,
@@ -113,6 +119,17 @@ export async function mount(view, { match }) {
     summary.replaceChildren(...rows);
     errorBox.hidden = !job.error;
     setText(errorBox.querySelector("pre"), job.error || "");
+    // Every claim of the job by a worker (GET /jobs/{id} lists them when the server has them).
+    const history = Array.isArray(job.attempt_history) ? job.attempt_history : [];
+    attempts.hidden = history.length === 0;
+    attemptsBody.replaceChildren(...history.map((a) => h("tr", {},
+      h("td", { text: String(a.number), dataset: { label: "#" } }),
+      h("td", { text: a.worker || "–", dataset: { label: "worker" } }),
+      h("td", { text: fmtTime(a.started_at), dataset: { label: "started" } }),
+      h("td", { text: fmtTime(a.ended_at), dataset: { label: "ended" } }),
+      h("td", { text: a.outcome || "running", dataset: { label: "outcome" } }),
+      h("td", { text: a.resumed_from_epoch === null || a.resumed_from_epoch === undefined ? "start" : `epoch ${a.resumed_from_epoch}`,
+        dataset: { label: "resumed from" } }))));
     if (!configShown) {
       configShown = true;
       const entries = Object.entries(job.hyperparameters).sort(([a], [b]) => a.localeCompare(b));

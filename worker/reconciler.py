@@ -1,0 +1,102 @@
+"""The reconciler: makes the broker and the workers agree again with the database.
+
+Every worker runs it once at start and then every `reconcile_seconds` in a daemon thread. Each
+pass, in one short transaction per job (guarded UPDATEs, so any number of reconcilers may run
+at once and each change is made by exactly one of them):
+
+1. Lost workers: a running job whose heartbeat is older than `lease_seconds` is requeued (an
+   infrastructure failure, attempt outcome `worker_lost`) and sent to the broker again; once it
+   has been lost more than `max_infra_retries` times it ends failed ("worker lost N times;
+   giving up"), so a job that kills its worker every time cannot loop forever.
+2. Lost messages: a job queued for longer than `enqueue_grace_seconds` with no worker claiming
+   it is sent again (a broker restarted empty loses its messages; the database does not). A
+   duplicate message is harmless: the claim is a guarded queued -> running transition.
+
+Recovery is the database's lease, never the broker's visibility timeout. After a pass that
+found the database unreachable, the reconciler requeues no lost job until the database has
+answered for a whole lease: an outage stops every heartbeat at once, and the workers, which kept
+training and buffering their writes, need one lease to renew theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from db.store import Store
+from trainyard.settings import Settings
+
+log = logging.getLogger("trainyard.reconciler")
+
+
+@dataclass
+class ReconcileReport:
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    resent: list[int] = field(default_factory=list)
+
+
+def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = True
+                   ) -> ReconcileReport:
+    """One pass. `send(job_id, device)` publishes "run job <id>" on the broker."""
+    report = ReconcileReport()
+    requeued, failed = [], []
+    if recover_lost:
+        requeued, failed = store.recover_lost_jobs(settings.lease_seconds,
+                                                   settings.max_infra_retries)
+    for job in failed:
+        log.warning("job %s: %s", job.id, job.error)
+        report.failed.append(job.id)
+    for job in requeued:
+        log.warning("job %s lost its worker (%s of %s allowed): requeued", job.id,
+                    job.infra_failures, settings.max_infra_retries)
+        report.requeued.append(job.id)
+        _send(send, job)
+    for job in store.claim_unsent_jobs(settings.enqueue_grace_seconds):
+        log.info("job %s queued for over %s s unclaimed: sent to the broker again", job.id,
+                 settings.enqueue_grace_seconds)
+        report.resent.append(job.id)
+        _send(send, job)
+    return report
+
+
+def _send(send, job) -> None:
+    try:
+        send(job.id, job.device)
+    except Exception:  # noqa: BLE001 - the broker is away: the next pass re-sends it
+        log.warning("job %s: could not send to the broker", job.id, exc_info=True)
+
+
+class Reconciler:
+    """Runs `reconcile_once` now and then every `settings.reconcile_seconds` in a daemon thread."""
+
+    def __init__(self, store: Store, send, settings: Settings):
+        self.store, self.send, self.settings = store, send, settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+
+    def start(self) -> Reconciler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        healthy_since = float("-inf")  # when the database last came back; -inf: never away
+        while True:
+            now = time.monotonic()
+            try:
+                recover = now - healthy_since >= self.settings.lease_seconds
+                reconcile_once(self.store, self.send, self.settings, recover_lost=recover)
+            except Exception:  # noqa: BLE001 - database away: try again next time
+                log.warning("reconciler pass failed", exc_info=True)
+                healthy_since = float("inf")
+            else:
+                if healthy_since == float("inf"):
+                    healthy_since = now
+            if self._stop.wait(self.settings.reconcile_seconds):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
