@@ -3,9 +3,11 @@ what a delivered task does with a job id."""
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from models.train import Callbacks, JobSpec, fit
@@ -62,6 +64,37 @@ def test_a_failing_job_ends_failed_with_a_readable_error(store, runner):
     failed = store.get_job(job.id)
     assert failed.status == "failed"
     assert "no-such-dataset" in failed.error and failed.finished_at is not None
+
+
+def _write_idx(path, array, type_code: int) -> None:
+    with open(path, "wb") as fh:
+        fh.write(bytes([0, 0, type_code, array.ndim]))
+        fh.write(struct.pack(f">{array.ndim}I", *array.shape))
+        fh.write(array.astype(array.dtype.newbyteorder(">")).tobytes())
+
+
+def test_a_diverging_job_fails_at_the_bad_step_and_keeps_its_last_good_checkpoint(store, tmp_path):
+    # MNIST-format float images, one of which holds a NaN: with this seed the bad image is first
+    # drawn at step 6, after five good epochs (CPU training is deterministic).
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images = (rng.random((200, 8, 8)) * 255).astype(np.float32)
+    images[7, 3, 3] = np.nan
+    _write_idx(folder / "train-images-idx3-ubyte", images, 0x0D)
+    _write_idx(folder / "train-labels-idx1-ubyte", rng.integers(0, 10, 200).astype(np.uint8), 0x08)
+    settings = Settings(home=tmp_path, metrics_flush_seconds=0.05)
+    job = store.create_job(model="mlp", dataset="mnist", device="cpu", hyperparameters={
+        "epochs": 30, "steps_per_epoch": 1, "batch_size": 8, "seed": 6, "hidden_sizes": [16, 16]})
+
+    assert JobRunner(store, settings, worker_name="w").run(job.id) == "failed"
+    failed = store.get_job(job.id)
+    assert failed.status == "failed"
+    assert "diverged" in failed.error and "step 6" in failed.error
+    record, blob = store.latest_checkpoint(job.id)
+    assert record.epoch == 5 and len(blob) == record.size, "the last good checkpoint is kept"
+    steps = [p["step"] for p in store.get_metrics(job.id)["train_loss"]]
+    assert steps[:5] == [1, 2, 3, 4, 5] and max(steps) <= 6
 
 
 def test_cuda_job_on_a_cpu_machine_fails_clearly(store, runner):
