@@ -74,13 +74,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
           flush=True)
     # Every worker also reconciles: requeues jobs whose worker stopped heart-beating, fails
     # poison jobs, re-sends queued jobs whose broker message may be lost (worker/reconciler.py).
+    # It publishes through an app of its own: it runs in a thread beside the worker's consumer.
     from worker.celery_app import enqueue_job
     from worker.reconciler import Reconciler
-    from worker.runner import _store_for
+    from worker.runner import store_for
 
-    sender = make_celery(settings)
-    reconciler = Reconciler(_store_for(settings.resolved_database_url),
-                            lambda job_id, device: enqueue_job(sender, job_id, device),
+    publisher = make_celery(settings)
+    reconciler = Reconciler(store_for(settings.resolved_database_url),
+                            lambda job_id, device: enqueue_job(publisher, job_id, device),
                             settings).start()
     try:
         make_celery(settings).worker_main(argv)

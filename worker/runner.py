@@ -379,7 +379,8 @@ class JobRunner:
 
 
 @functools.lru_cache(maxsize=1)
-def _store_for(url: str) -> Store:
+def store_for(url: str) -> Store:
+    """One migrated Store per database URL for this worker process."""
     store = Store(url)
     store.migrate()
     return store
@@ -387,4 +388,4 @@ def _store_for(url: str) -> Store:
 
 def get_runner(worker_name: str, settings: Settings | None = None) -> JobRunner:
     settings = settings or get_settings()
-    return JobRunner(_store_for(settings.resolved_database_url), settings, worker_name)
+    return JobRunner(store_for(settings.resolved_database_url), settings, worker_name)
