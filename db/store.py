@@ -85,7 +85,15 @@ class Conflict(StoreError):
 
 
 @dataclass(frozen=True)
-class JobRecord:
+class Record:
+    """What the store returns: an immutable snapshot of a row, never a live ORM object."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobRecord(Record):
     id: int
     name: str
     model: str
@@ -114,12 +122,9 @@ class JobRecord:
     def finished(self) -> bool:
         return self.status in FINAL_STATUSES
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class CheckpointRecord:
+class CheckpointRecord(Record):
     id: int
     job_id: int
     epoch: int
@@ -129,12 +134,9 @@ class CheckpointRecord:
     metrics: dict[str, Any]
     created_at: dt.datetime
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class DatasetRecord:
+class DatasetRecord(Record):
     id: int
     name: str
     kind: str
@@ -142,9 +144,6 @@ class DatasetRecord:
     sha256: str
     description: str
     created_at: dt.datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _record(cls: type, row: Any) -> Any:
