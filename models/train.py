@@ -5,7 +5,8 @@ fit() reports; tests use it directly.
 
 Numbering: `step` counts optimizer steps done so far (the first on_step has step=1); `epoch` in
 on_step is the epoch being trained (1-based); on_epoch / on_checkpoint get the number of epochs
-completed. A checkpoint taken after epoch k resumes at epoch k+1.
+completed. A checkpoint taken after epoch k resumes at epoch k+1; one taken when a run is stopped
+mid-epoch (Callbacks.checkpoint_on_stop) resumes at the very next step of that epoch.
 
 Reported metrics
   per step:  train_loss, lr (the rate used for that step), samples_per_s (LM: tokens_per_s),
@@ -83,6 +84,11 @@ class Callbacks:
         pass
 
     def should_stop(self) -> bool:
+        return False
+
+    def checkpoint_on_stop(self) -> bool:
+        """Asked once when should_stop() ends a run mid-epoch: True writes a checkpoint at that
+        step (on_checkpoint), so a run given back (a drained worker) resumes exactly there."""
         return False
 
 
@@ -354,7 +360,9 @@ def fit(
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    start_epoch, step, final_metrics = 0, 0, {}
+    # A checkpoint taken mid-epoch (batch_in_epoch > 0) stores the shuffling generator as it was
+    # at the start of that epoch: resuming draws the same order and skips the batches done.
+    start_epoch, start_batch, step, final_metrics = 0, 0, 0, {}
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from)
         if ckpt["model"] != spec.model:
@@ -371,16 +379,19 @@ def fit(
             torch.cuda.set_rng_state_all(cuda_states)
         shuffle_gen.set_state(rng["shuffle"])
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+        start_batch = int(ckpt.get("batch_in_epoch", 0))
         final_metrics = dict(ckpt.get("metrics") or {})
 
-    def checkpoint(epoch: int, metrics: dict) -> bytes:
+    def checkpoint(epoch: int, metrics: dict, batch_in_epoch: int = 0,
+                   shuffle_state: torch.Tensor | None = None) -> bytes:
         ckpt = {
             "format": CHECKPOINT_FORMAT,
             "model": spec.model,
             "model_config": asdict(config),
             "hyperparameters": hp,
             "dataset": spec.dataset,
-            "epoch": epoch,
+            "epoch": epoch,  # epochs completed
+            "batch_in_epoch": batch_in_epoch,  # batches done of the next epoch
             "step": step,
             "model_state": _to_cpu(model.state_dict()),
             "optimizer_state": _to_cpu(optimizer.state_dict()),
@@ -388,7 +399,7 @@ def fit(
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-                "shuffle": shuffle_gen.get_state(),
+                "shuffle": shuffle_gen.get_state() if shuffle_state is None else shuffle_state,
             },
             "metrics": metrics,
         }
@@ -440,14 +451,19 @@ def fit(
     progress(start_epoch)
     for epoch in range(start_epoch, epochs):
         model.train()
+        epoch_shuffle_state = shuffle_gen.get_state()
         task.start_epoch(shuffle_gen, device)
         norms: dict[str, float] = {}
         t_mark = time.perf_counter()
-        for i in range(spe):
+        first_batch, start_batch = start_batch, 0
+        for i in range(first_batch, spe):
             if cb.should_stop():
                 flush(epoch + 1)
                 if last_loss is not None:
                     final_metrics["train_loss"] = last_loss
+                if i > first_batch and cb.checkpoint_on_stop():
+                    blob = checkpoint(epoch, final_metrics, i, epoch_shuffle_state)
+                    cb.on_checkpoint(epoch, step, blob, dict(final_metrics))
                 return FitResult("stopped", final_metrics, epoch, step)
             x, y, n = task.batch(i)
             lr = optimizer.param_groups[0]["lr"]

@@ -250,6 +250,12 @@ class PersistingCallbacks(Callbacks):
             self.writer.submit(self._check_status)  # answered on the writer thread
         return self._stop
 
+    def checkpoint_on_stop(self) -> bool:
+        # A drained job is given back and resumes exactly at this step elsewhere; a cancelled
+        # job needs no checkpoint, and one taken from this worker must not get ours.
+        lost = self.heartbeat is not None and self.heartbeat.lost.is_set()
+        return DRAINING.is_set() and not lost and not self._stop
+
 
 def _readable_error(exc: BaseException) -> str:
     # The last frames are what a user needs; the whole traceback goes to the worker log.

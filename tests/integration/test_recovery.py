@@ -127,6 +127,9 @@ def test_a_drained_job_goes_back_to_the_queue_and_resumes_identically(store, tmp
         runner_module.DRAINING.clear()
     drained = store.get_job(job.id)
     assert (drained.status, drained.infra_failures) == ("queued", 0)
+    # The drain checkpointed the step it stopped at: the next worker re-runs nothing.
+    last_trained = max(p["step"] for p in store.get_metrics(job.id)["train_loss"])
+    assert store.latest_checkpoint(job.id)[0].step == last_trained
     assert JobRunner(store, settings, "other").run(job.id) == "succeeded"
     history = store.list_attempts(job.id)
     assert [a["outcome"] for a in history] == ["drained", "succeeded"]

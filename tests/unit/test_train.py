@@ -208,6 +208,39 @@ def test_resume_from_epoch_checkpoint_ends_like_an_uninterrupted_run(
     assert resumed_rec.epochs[-1][3] == full.epochs[-1][3]  # same sampled text for the LM
 
 
+class StopAndCheckpoint(Recorder):
+    """A run stopped mid-epoch that asks for a checkpoint there (as a draining worker does)."""
+
+    def checkpoint_on_stop(self):
+        return True
+
+
+@pytest.mark.parametrize("model,hp,dataset", [
+    ("mlp", {**TINY_MLP, "epochs": 3, "lr_schedule": "cosine", "dropout": 0.2}, "digits"),
+    ("rnn_lm", {**TINY_LM, "epochs": 3, "lr_schedule": "cosine", "cell": "lstm",
+                "dropout": 0.1}, "text"),
+])
+def test_resume_from_a_mid_epoch_stop_ends_like_an_uninterrupted_run(
+        model, hp, dataset, digits, small_text):
+    data = digits if dataset == "digits" else small_text
+    spec = JobSpec(model, dataset, hp, "cpu")
+    full = Recorder()
+    uninterrupted = fit(spec, full, data=data)
+    spe = uninterrupted.steps_done // hp["epochs"]
+    stop_at = spe + spe // 2 + 1  # in the middle of the second epoch
+    first = StopAndCheckpoint(stop_after_steps=stop_at)
+    assert fit(spec, first, data=data).status == "stopped"
+    epoch, step, blob, _ = first.checkpoints[-1]
+    assert (epoch, step) == (1, stop_at), "a checkpoint at the step where the run stopped"
+
+    rest = Recorder()
+    resumed = fit(spec, rest, data=data, resume_from=blob)
+    assert resumed.final_metrics == uninterrupted.final_metrics
+    assert rest.steps[0][0] == stop_at + 1
+    assert [(s, e, m["train_loss"]) for s, e, m in rest.steps] == \
+        [(s, e, m["train_loss"]) for s, e, m in full.steps[stop_at:]]
+
+
 def test_resume_of_a_finished_run_does_nothing(digits):
     rec = Recorder()
     first = fit(JobSpec("mlp", "digits", TINY_MLP, "cpu"), rec, data=digits)
