@@ -160,16 +160,16 @@ def cmd_list(args, settings) -> int:
     with _client(settings) as client:
         page = client.jobs(status=args.status, model=args.model, limit=args.limit)
     table = Table(title=f"{page['total']} jobs")
-    for column in ("id", "name", "model", "dataset", "status", "epoch", "loss", "created"):
+    for column in ("id", "name", "model", "dataset", "status", "epoch", "best", "created"):
         table.add_column(column)
     for job in page["items"]:
         progress = job.get("progress") or {}
-        loss = (job.get("latest_metrics") or {}).get("val_loss")
+        best = job.get("best_metric") or {}
         table.add_row(
             str(job["id"]), job.get("name") or "", job["model"], job["dataset"], job["status"],
             f"{progress.get('epoch') or 0}/{progress.get('total_epochs') or '?'}",
-            f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
-            (job.get("created_at") or "")[:19],
+            f"{best['name']} {best['value']:.4g}" if best.get("value") is not None else "-",
+            (job.get("created_at") or "")[:16].replace("T", " "),
         )
     Console().print(table)
     return 0
@@ -205,7 +205,7 @@ def _watch(client: Client, job_id: int) -> int:
                 break
             time.sleep(1.0)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())
-                        if not k.startswith("grad_norm/"))
+                        if v is not None and (k == "train_loss" or k.startswith("val_")))
     print(f"job {job_id} {job['status']}" + (f": {summary}" if summary else ""))
     if job.get("error"):
         print(job["error"], file=sys.stderr)
@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request in the CLI
     try:
         code = args.func(args, settings)
     except ApiError as exc:

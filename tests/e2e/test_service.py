@@ -157,6 +157,9 @@ def test_embedded_cli_and_an_extra_worker_joining(embedded_service):
     out = service.cli("submit", "mlp", "--dataset", "digits", "--set", "epochs=1", "--watch")
     assert out.returncode == 0, out.stderr + service.logs()
     assert "succeeded" in out.stdout
+    assert "HTTP Request" not in out.stderr + out.stdout, "no log line per request"
+    listing = service.cli("list")
+    assert "val_" in listing.stdout, "the list shows each finished job's best metric"
     compare = service.cli("compare", *(str(i) for i in ids))
     assert compare.returncode == 0 and "activation" in compare.stdout
 
