@@ -748,29 +748,31 @@ class Store:
         result: dict[int, dict[str, dict[str, Any]]] = {i: {} for i in ids}
         if not ids:
             return result
-        ranked = (
+        # One pass over the (job_id, name, step, ...) index for the bounds, then one index
+        # seek per series for the value at its last step: no window function, no sort.
+        agg = (
             select(
                 Metric.job_id,
                 Metric.name,
-                Metric.value,
-                func.row_number()
-                .over(partition_by=(Metric.job_id, Metric.name), order_by=Metric.step.desc())
-                .label("rn"),
+                func.max(Metric.step).label("last"),
+                func.min(Metric.value).label("low"),
+                func.max(Metric.value).label("high"),
             )
             .where(Metric.job_id.in_(ids))
+            .group_by(Metric.job_id, Metric.name)
             .subquery()
         )
-        r = ranked.c
         stmt = (
-            select(
-                r.job_id,
-                r.name,
-                func.max(case((r.rn == 1, r.value))),
-                func.min(r.value),
-                func.max(r.value),
+            select(agg.c.job_id, agg.c.name, Metric.value, agg.c.low, agg.c.high)
+            .join(
+                Metric,
+                and_(
+                    Metric.job_id == agg.c.job_id,
+                    Metric.name == agg.c.name,
+                    Metric.step == agg.c.last,
+                ),
             )
-            .group_by(r.job_id, r.name)
-            .order_by(r.job_id, r.name)
+            .order_by(agg.c.job_id, agg.c.name)
         )
         with self._session() as s:
             for job_id, name, final, low, high in s.execute(stmt):
