@@ -12,7 +12,8 @@ heartbeats, progress and final transition are guarded by the attempt number, so 
 job was taken from it (lease expired, requeued, claimed elsewhere) learns so at its next beat,
 drops the writes it still has queued and stops instead of writing over the new owner. When the
 process is asked to shut down (`DRAINING`, set on SIGTERM), the job stops at the next step
-boundary and goes back to the queue (attempt outcome `drained`); the task re-sends it.
+boundary, checkpoints that step and goes back to the queue (attempt outcome `drained`); the task
+re-sends it and the next worker resumes at the following step.
 """
 
 from __future__ import annotations
