@@ -28,7 +28,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 if str(ROOT) not in sys.path:  # `python bench/x.py` from the repository root
     sys.path.insert(0, str(ROOT))
 
-from trainyard.local_service import LocalService, free_port  # noqa: E402
+from trainyard.local_service import LocalService  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TRAINYARD_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -277,16 +277,11 @@ def running_service(mode: str, extra_env: dict[str, str] | None = None,
             postgres = Postgres()
             db_url = postgres.create()
             flush_redis(REDIS_URL)
-            env.update(TRAINYARD_DATABASE_URL=db_url, TRAINYARD_BROKER_URL=REDIS_URL)
-            service = LocalService(home, env, free_port())
-            service.start("api", "api", "--port", str(service.port))
-            service.start("worker", "worker", "--name", f"bench-worker-{os.getpid()}@%h")
+            service = LocalService.distributed(home, db_url, REDIS_URL,
+                                               f"bench-worker-{os.getpid()}@%h", env)
         else:
-            service = LocalService(home, env, free_port())
-            for key in ("TRAINYARD_DATABASE_URL", "TRAINYARD_BROKER_URL"):
-                service.env.pop(key, None)
+            service = LocalService.embedded(home, env)
             db_url = f"sqlite:///{home / 'trainyard.db'}"
-            service.start("up", "up", "--port", str(service.port))
         service.wait_healthy(timeout=90)
         bench = BenchService(mode, service, db_url)
         try:

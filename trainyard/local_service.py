@@ -38,6 +38,26 @@ class LocalService:
         self.processes: dict[str, subprocess.Popen] = {}
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
+    @classmethod
+    def embedded(cls, home: Path, env: dict[str, str] | None = None) -> LocalService:
+        """`trainyard up` in `home`: SQLite and the file-system queue, whatever the shell's
+        TRAINYARD_DATABASE_URL or TRAINYARD_BROKER_URL say."""
+        service = cls(home, env or {}, free_port())
+        for key in ("TRAINYARD_DATABASE_URL", "TRAINYARD_BROKER_URL"):
+            service.env.pop(key, None)
+        service.start("up", "up", "--port", str(service.port))
+        return service
+
+    @classmethod
+    def distributed(cls, home: Path, database_url: str, broker_url: str, worker_name: str,
+                    env: dict[str, str] | None = None) -> LocalService:
+        """`trainyard api` and one `trainyard worker` on the given database and broker."""
+        service = cls(home, {**(env or {}), "TRAINYARD_DATABASE_URL": database_url,
+                             "TRAINYARD_BROKER_URL": broker_url}, free_port())
+        service.start("api", "api", "--port", str(service.port))
+        service.start("worker", "worker", "--name", worker_name)
+        return service
+
     def start(self, label: str, *args: str) -> subprocess.Popen:
         log = open(self.home / f"{label}.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "trainyard", *args], env=self.env,

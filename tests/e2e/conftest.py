@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainyard.local_service import LocalService, free_port
+from trainyard.local_service import LocalService
 
 
 def _failed(request) -> bool:
@@ -19,10 +19,7 @@ def _failed(request) -> bool:
 @pytest.fixture
 def distributed_service(tmp_path, fresh_postgres_url, redis_url, request):
     """Postgres + Redis, a uvicorn API process and one Celery worker process."""
-    service = LocalService(tmp_path, {"TRAINYARD_DATABASE_URL": fresh_postgres_url,
-                                 "TRAINYARD_BROKER_URL": redis_url}, free_port())
-    service.start("api", "api", "--port", str(service.port))
-    service.start("worker", "worker", "--name", "e2e-worker-1@%h")
+    service = LocalService.distributed(tmp_path, fresh_postgres_url, redis_url, "e2e-worker-1@%h")
     try:
         service.wait_healthy()
         yield service
@@ -35,10 +32,7 @@ def distributed_service(tmp_path, fresh_postgres_url, redis_url, request):
 @pytest.fixture
 def embedded_service(tmp_path, request):
     """`trainyard up`: API, dashboard and a worker on SQLite and the file-system broker."""
-    service = LocalService(tmp_path, {}, free_port())
-    for key in ("TRAINYARD_DATABASE_URL", "TRAINYARD_BROKER_URL"):
-        service.env.pop(key, None)
-    service.start("up", "up", "--port", str(service.port))
+    service = LocalService.embedded(tmp_path)
     try:
         service.wait_healthy()
         yield service

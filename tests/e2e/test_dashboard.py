@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.local_service import LocalService, free_port
+from trainyard.local_service import LocalService
 
 pytestmark = pytest.mark.e2e
 
@@ -59,10 +59,7 @@ def browser():
 def service(tmp_path_factory, browser):
     """`trainyard up` in a temporary home, shared by this module's tests (in file order)."""
     home = tmp_path_factory.mktemp("dashboard-home")
-    running = LocalService(home, {}, free_port())
-    for key in ("TRAINYARD_DATABASE_URL", "TRAINYARD_BROKER_URL"):
-        running.env.pop(key, None)
-    running.start("up", "up", "--port", str(running.port))
+    running = LocalService.embedded(home)
     try:
         running.wait_healthy()
         yield running
