@@ -42,7 +42,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
 from db.session import make_engine, make_session_factory, normalize_url, session_scope
@@ -82,6 +82,14 @@ class InvalidTransition(StoreError):
 
 class Conflict(StoreError):
     """A row with the same unique key already exists."""
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for a database that is unreachable (stopped, restarting, network), as opposed to
+    an error of the statement itself, which no retry would fix."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 
-from db.store import Store
+from db.store import Store, is_connection_error
 from models.data import text_data_from_string
 from models.train import Callbacks, JobSpec, fit, load_checkpoint
 from trainyard.settings import Settings, get_settings
@@ -35,16 +35,6 @@ log = logging.getLogger("trainyard.worker")
 
 # Set once this worker process is shutting down (SIGTERM): the running job gives itself back.
 DRAINING = threading.Event()
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """True for a database that is unreachable (stopped, restarting, network), as opposed to
-    an error of the statement itself, which no retry would fix."""
-    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def retry_while_unreachable(fn, *args, retry_seconds: float = 600.0, **kwargs):
