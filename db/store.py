@@ -54,7 +54,9 @@ from db.tables import (
     Job,
     JobAttempt,
     JobText,
+    ROLLUP_BLOCK_STEPS,
     Metric,
+    MetricRollup,
     utcnow,
 )
 
@@ -215,15 +217,19 @@ class Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @functools.cached_property
-    def _metric_upsert(self) -> Any:
-        """INSERT ... ON CONFLICT (job_id, name, step) DO UPDATE, for this backend."""
+    def _dialect_insert(self, table: Any) -> Any:
+        """This backend's INSERT, the one with ON CONFLICT."""
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    @functools.cached_property
+    def _metric_upsert(self) -> Any:
+        """INSERT ... ON CONFLICT (job_id, name, step) DO UPDATE, for this backend."""
         table = Metric.__table__
-        stmt = insert(table)
+        stmt = self._dialect_insert(table)
         return stmt.on_conflict_do_update(
             index_elements=[table.c.job_id, table.c.name, table.c.step],
             set_={
@@ -621,12 +627,16 @@ class Store:
         Upsert on (job_id, name, step): a point written again replaces value, epoch and time
         (so a resumed run that repeats steps leaves no duplicates). Within one call the last
         point for a key wins. Non-finite values are stored as NULL (None). `time` (seconds
-        since the epoch) may be omitted or None: now. Raises NotFound for an unknown job.
+        since the epoch) may be omitted or None: now. Steps must be >= 0. Raises NotFound for
+        an unknown job. The block summaries (`metric_rollups`) of the touched steps are
+        rewritten in the same transaction, so they always agree with the points.
         """
         now = utcnow().timestamp()
         rows: dict[tuple[str, int], dict[str, Any]] = {}
         for point in points:
             name, step, epoch, value = str(point[0]), int(point[1]), int(point[2]), point[3]
+            if step < 0:
+                raise ValueError(f"metric {name!r}: step {step} is negative")
             when = point[4] if len(point) > 4 and point[4] is not None else now
             rows[(name, step)] = {
                 "job_id": job_id,
@@ -644,8 +654,46 @@ class Store:
                 # SQLAlchemy packs rows into multi-row VALUES); ~20x faster than
                 # compiling big multi-row statements ourselves.
                 s.connection().execute(self._metric_upsert, list(rows.values()))
+                spans: dict[str, tuple[int, int]] = {}
+                for name, step in rows:
+                    first, last = spans.get(name, (step, step))
+                    spans[name] = (min(first, step), max(last, step))
+                self._refresh_rollups(s, job_id, spans)
         except IntegrityError as exc:
             raise NotFound(f"job {job_id} does not exist") from exc
+
+    def _refresh_rollups(self, s: Session, job_id: int, spans: dict[str, tuple[int, int]]) -> None:
+        """Recompute the rollup rows of the blocks that hold steps first..last of each named
+        series, from the points themselves (so a rewritten point is summarised correctly)."""
+        B = ROLLUP_BLOCK_STEPS
+        blocks = {name: (first // B, last // B) for name, (first, last) in spans.items()}
+        s.execute(
+            delete(MetricRollup).where(
+                MetricRollup.job_id == job_id,
+                or_(*[and_(MetricRollup.name == name, MetricRollup.block.between(a, b))
+                      for name, (a, b) in blocks.items()]),
+            )
+        )
+        block = Metric.step // B
+        summary = (
+            select(Metric.job_id, Metric.name, block, Metric.epoch, func.max(Metric.step),
+                   func.count(Metric.value), func.sum(Metric.value), func.min(Metric.value),
+                   func.max(Metric.value))
+            .where(
+                Metric.job_id == job_id,
+                or_(*[and_(Metric.name == name, Metric.step.between(a * B, b * B + B - 1))
+                      for name, (a, b) in blocks.items()]),
+            )
+            .group_by(Metric.job_id, Metric.name, block, Metric.epoch)
+        )
+        columns = ["job_id", "name", "block", "epoch", "last_step", "n", "total", "low", "high"]
+        insert = self._dialect_insert(MetricRollup.__table__).from_select(columns, summary)
+        # A zombie writer of the same job (lost lease, not yet dead) may have inserted the
+        # same keys since our delete: the upsert keeps this transaction from failing on them.
+        s.execute(insert.on_conflict_do_update(
+            index_elements=["job_id", "name", "block", "epoch"],
+            set_={c: getattr(insert.excluded, c) for c in columns[4:]},
+        ))
 
     def get_metrics(
         self,
@@ -907,26 +955,32 @@ class Store:
     def bulk_series(
         self, job_ids: Iterable[int], names: Iterable[str], max_points: int
     ) -> dict[int, dict[str, dict[str, Any]]]:
-        """Several metric series of many jobs, downsampled, in two queries whatever their number.
+        """Several metric series of many jobs, downsampled, in a few queries whatever their number.
 
         Returns `{job_id: {name: series}}` for the series that exist, each series
         `{"step": [...], "epoch": [...], "value": [...], "final", "best",
         "epochs": {"epoch": [...], "mean": [...]}}` (columns rather than point objects: a
         hundred runs make a compact answer).
 
-        Downsampling is by step range, not row number: with `lo`/`hi` the series' first and
-        last step (two index probes each), the steps lo..hi-1 are cut into buckets of
-        `w = ceil((hi - lo) / (max_points - 1))` consecutive steps and the point at `hi` is a
-        bucket of its own. Each non-empty bucket becomes one point: the mean of its values
-        (NULLs ignored; null when all are null) at its last step and that step's epoch. So a
-        series has at most `max_points` points, ends on its exact final value, and a series
-        whose steps are sparser than `w` (per-epoch metrics) comes back exactly. Unlike the
-        row-number buckets of `get_metrics` this needs no window function, only one grouped
-        pass over the rows (Postgres hashes the groups; SQLite, which would sort them, scans
-        bucket by bucket instead), and both read nothing but the covering index
-        (job_id, name, step, epoch, value) of migration 0002: what makes a hundred runs fast.
+        Downsampling is by step range, not row number. With `lo`/`hi` the series' first and
+        last step, the point at `hi` is always a bucket of its own (the curve ends on its exact
+        final value) and the steps before it are cut into at most `max_points - 1` buckets of
+        consecutive steps. Each non-empty bucket becomes one point: the mean of its values
+        (NULLs ignored; null when all are null) at its last step and that step's epoch.
 
-        Also from that one pass: `final` (the value at the last step), `best` (lowest for
+        - A short series (at most `max_points - 1` rollup rows, i.e. few points or points few
+          blocks apart) is bucketed from its points: buckets of
+          `w = ceil((hi - lo) / (max_points - 1))` steps from `lo`. A series with at most
+          `max_points - 1` points spaced at least `w` apart (per-epoch metrics) comes back
+          exactly. Reading it scans at most 16 points per rollup row.
+        - A long series is bucketed from its rollup rows (`metric_rollups`: count, sum, min,
+          max per block of 16 steps and epoch, kept by add_metrics): buckets of `wb` whole
+          blocks, `wb = ceil((hi // 16 - lo // 16 + 1) / (max_points - 1))`, counted from the
+          block of `lo`; the last block's points are read themselves, to split off `hi`. A
+          10,000-step series is ~625 rollup rows instead of 10,000 points: what makes a
+          hundred runs fast.
+
+        Also from the same rows: `final` (the value at the last step), `best` (lowest for
         losses and perplexity, highest for accuracy, else the final value) and the mean of
         each epoch's values (`epochs`), so "the value at epoch E" needs no further query.
         """
@@ -946,21 +1000,85 @@ class Store:
         in_series = (probe.job_id == Job.id, probe.name == wanted_sq.c.name)
         lo = select(func.min(probe.step)).where(*in_series).scalar_subquery()
         hi = select(func.max(probe.step)).where(*in_series).scalar_subquery()
+        blocks = (
+            select(func.count())
+            .select_from(MetricRollup)
+            .where(MetricRollup.job_id == Job.id, MetricRollup.name == wanted_sq.c.name)
+            .scalar_subquery()
+        )
         bounds_stmt = (
-            select(Job.id, wanted_sq.c.name, lo, hi)
+            select(Job.id, wanted_sq.c.name, lo, hi, blocks)
             .select_from(Job)
             .join(wanted_sq, true())
             .where(Job.id.in_(ids))
         )
         with self._session() as s:
-            found = [(j, n, a, z) for j, n, a, z in s.execute(bounds_stmt) if z is not None]
-            if not found:
-                return {}
-            if self.dialect == "sqlite":
-                rows = self._bucket_rows_sqlite(s, found, buckets)
-            else:
-                rows = self._bucket_rows_grouped(s, found, buckets, wanted, name_params)
+            found = [row for row in s.execute(bounds_stmt) if row[3] is not None]
+            short = [(j, n, a, z) for j, n, a, z, count in found if count <= buckets]
+            long = [(j, n, a, z) for j, n, a, z, count in found if count > buckets]
+            rows = []
+            if short and self.dialect == "sqlite":
+                rows += self._bucket_rows_sqlite(s, short, buckets)
+            elif short:
+                rows += self._bucket_rows_grouped(s, short, buckets, wanted, name_params)
+            if long:
+                rows += self._bucket_rows_rollups(s, long, buckets, name_params)
         return self._merge_buckets(rows)
+
+    @staticmethod
+    def _series_table(columns: list[str], values: list[tuple], name_params: dict) -> Any:
+        """A literal table, one row per series: integers inlined, the metric name (column
+        "name") as the shared bound parameter; joined to metric rows in one pass."""
+        rows = []
+        for row in values:
+            cells = []
+            for column, value in zip(columns, row, strict=True):
+                if column == "name":
+                    cells.append(name_params[value].label("name"))
+                else:
+                    cells.append(literal_column(str(int(value)), Integer).label(column))
+            rows.append(select(*cells))
+        return union_all(*rows).subquery("series")
+
+    def _bucket_rows_rollups(
+        self, s: Session, found: list[tuple], buckets: int, name_params: dict
+    ) -> list[tuple]:
+        """bulk_series for long series, from their rollup rows: rows (job_id, name, bucket,
+        epoch, last step, count, sum, min, max), one per bucket and epoch."""
+        B = ROLLUP_BLOCK_STEPS
+        table = []
+        for sid, (job_id, name, first, last) in enumerate(found):
+            lo_b, hi_b = first // B, last // B
+            width = max(1, -(-(hi_b - lo_b + 1) // buckets))  # ceil(blocks / buckets)
+            table.append((sid, job_id, name, lo_b, hi_b, width, last))
+        series_table = self._series_table(
+            ["sid", "job_id", "name", "lo_b", "hi_b", "wb", "hi"], table, name_params
+        )
+        t = series_table.c
+        r = MetricRollup
+        bucket = (r.block - t.lo_b) // t.wb
+        # Every block before the last one, summed by bucket and epoch in SQL.
+        summed = (
+            select(t.sid, bucket, r.epoch, func.max(r.last_step), func.sum(r.n), func.sum(r.total),
+                   func.min(r.low), func.max(r.high))
+            .join(series_table, and_(r.job_id == t.job_id, r.name == t.name))
+            .where(r.block < t.hi_b)
+            .group_by(t.sid, bucket, r.epoch)
+        )
+        series = [(job_id, name) for job_id, name, _, _ in found]
+        rows = [(*series[sid], *rest) for sid, *rest in s.execute(summed)]
+        # The last block point by point (at most 16): its final point is a bucket of its own.
+        tail = (
+            select(t.sid, Metric.step, Metric.epoch, Metric.value, t.lo_b, t.hi_b, t.wb, t.hi)
+            .join(series_table, and_(Metric.job_id == t.job_id, Metric.name == t.name))
+            .where(Metric.step >= t.hi_b * B, Metric.step <= t.hi)
+        )
+        for sid, step, epoch, value, lo_b, hi_b, wb, hi in s.execute(tail):
+            value = _finite_or_none(value)
+            bkt = -1 if step == hi else (hi_b - lo_b) // wb
+            n = 0 if value is None else 1
+            rows.append((*series[sid], bkt, epoch, step, n, value, value, value))
+        return rows
 
     def _bucket_rows_grouped(
         self,
@@ -968,28 +1086,18 @@ class Store:
     ) -> list[tuple]:
         """bulk_series' one grouped pass (Postgres): rows (job_id, name, bucket, epoch,
         last step, count, sum, min, max), one per bucket and epoch."""
-        # The bounds as a literal table (integers inlined, names as the shared parameters):
-        # one row per series, joined to the metric rows in a single grouped pass.
-        bounds_rows = []
-        for job_id, name, first, last in found:
+        table = []
+        for sid, (job_id, name, first, last) in enumerate(found):
             width = max(1, -(-(last - first) // buckets))  # ceil((last - first) / buckets)
-            bounds_rows.append(
-                select(
-                    literal_column(str(len(bounds_rows)), Integer).label("sid"),
-                    literal_column(str(int(job_id)), Integer).label("job_id"),
-                    name_params[name].label("name"),
-                    literal_column(str(int(first)), Integer).label("lo"),
-                    literal_column(str(int(last)), Integer).label("hi"),
-                    literal_column(str(int(width)), Integer).label("w"),
-                )
-            )
-        bounds = union_all(*bounds_rows).subquery("bounds")
+            table.append((sid, job_id, name, first, last, width))
+        bounds = self._series_table(["sid", "job_id", "name", "lo", "hi", "w"], table, name_params)
         b = bounds.c
         bucket = case((Metric.step == b.hi, -1), else_=(Metric.step - b.lo) // b.w)
         stmt = (
             select(
                 b.sid,
-                bucket.label("bucket"),                Metric.epoch,
+                bucket.label("bucket"),
+                Metric.epoch,
                 func.max(Metric.step),
                 func.count(Metric.value),
                 func.sum(Metric.value),

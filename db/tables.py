@@ -179,6 +179,37 @@ class Metric(Base):
     time: Mapped[float] = mapped_column(Float)
 
 
+# Steps per block of `metric_rollups`: a 10,000-step series is ~625 summary rows.
+ROLLUP_BLOCK_STEPS = 16
+
+
+class MetricRollup(Base):
+    """A summary of one metric series over one block of ROLLUP_BLOCK_STEPS steps and one epoch.
+
+    Derived from `metrics` and rewritten, for the blocks a batch touches, in the same
+    transaction as the batch (Store.add_metrics): long curves are downsampled from these
+    rows, 16 times fewer than the points, instead of from every point (Store.bulk_series).
+    `n` counts the non-NULL values that `total`, `low` and `high` summarise; `last_step` is
+    the block's last step in that epoch.
+    """
+
+    __tablename__ = "metric_rollups"
+    # Clustered by its key on SQLite, so reading a series' blocks is one range scan.
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_step: Mapped[int] = mapped_column(Integer)
+    n: Mapped[int] = mapped_column(Integer)
+    total: Mapped[float | None] = mapped_column(Float)
+    low: Mapped[float | None] = mapped_column(Float)
+    high: Mapped[float | None] = mapped_column(Float)
+
+
 class Checkpoint(Base):
     """A training checkpoint; the bytes live in the database (bytea on Postgres)."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from db.store import Store
+from db.tables import ROLLUP_BLOCK_STEPS
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "api" / "dashboard"
 HP = {"epochs": 2, "hidden_sizes": [32, 32]}
@@ -172,13 +173,21 @@ def test_each_listed_job_carries_its_best_headline_metric(client, store):
 
 
 def reference_series(points: list[tuple[int, int, float | None]], max_points: int) -> dict:
-    """The documented downsampling, in plain Python: buckets of equal step ranges."""
+    """The documented downsampling, in plain Python: buckets of equal step ranges; for a series
+    in more than max_points - 1 rollup rows (16-step blocks per epoch), of whole blocks."""
     points = sorted(points)
     lo, hi = points[0][0], points[-1][0]
-    width = max(1, math.ceil((hi - lo) / (max_points - 1)))
+    rollup_rows = len({(step // ROLLUP_BLOCK_STEPS, epoch) for step, epoch, _ in points})
+    if rollup_rows <= max_points - 1:
+        width = max(1, math.ceil((hi - lo) / (max_points - 1)))
+        bucket_of = lambda step: (step - lo) // width  # noqa: E731
+    else:
+        lo_b, hi_b = lo // ROLLUP_BLOCK_STEPS, hi // ROLLUP_BLOCK_STEPS
+        width = max(1, math.ceil((hi_b - lo_b + 1) / (max_points - 1)))
+        bucket_of = lambda step: (step // ROLLUP_BLOCK_STEPS - lo_b) // width  # noqa: E731
     buckets: dict[int, list] = {}
     for step, epoch, value in points:
-        buckets.setdefault(-1 if step == hi else (step - lo) // width, []).append((step, epoch, value))
+        buckets.setdefault(-1 if step == hi else bucket_of(step), []).append((step, epoch, value))
     out = []
     for rows in buckets.values():
         values = [v for _, _, v in rows if v is not None]
@@ -258,6 +267,51 @@ def test_bulk_series_matches_the_reference_downsampling(store, max_points):
             if len({p[0] for p in points}) <= max_points - 1:
                 # no bucket holds two points: the series comes back exactly
                 assert series["value"] == [v for _, _, v in points]
+
+
+def test_rollups_follow_rewritten_points(store):
+    """A resumed run writes some steps again with other values (and a later epoch split):
+    the block summaries are recomputed from the points, so the curve matches the points."""
+    rng = random.Random(7)
+    truth = _random_runs(store, rng, 3)
+    for job_id, by_name in truth.items():
+        points = by_name["train_loss"]
+        start = len(points) // 3
+        redo = [(s, e, rng.random()) for s, e, _ in points[start:start + 200]]
+        store.add_metrics(job_id, [("train_loss", s, e, v, None) for s, e, v in redo])
+        by_name["train_loss"] = points[:start] + redo + points[start + 200:]
+    got = store.bulk_series(truth, ["train_loss"], 50)
+    for job_id, by_name in truth.items():
+        assert_series_equal(got[job_id]["train_loss"], reference_series(by_name["train_loss"], 50))
+
+
+def test_migration_0004_summarises_the_points_already_stored(sqlite_url):
+    """Upgrading a database that already holds metrics fills metric_rollups from them."""
+    from alembic import command
+    from alembic.config import Config
+
+    from db.store import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", sqlite_url)
+    command.upgrade(config, "0003")
+    points = [(s, s // 100 + 1, 1.0 / (s + 1) if s % 37 else None) for s in range(1000)]
+    with Store(sqlite_url) as old:
+        with old.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO jobs (name, model, dataset, hyperparameters, device, status, created_at,"
+                " updated_at, epoch, step, attempts, infra_failures) VALUES ('old', 'mlp', 'digits',"
+                " '{}', 'cpu', 'succeeded', '2026-01-01', '2026-01-01', 0, 0, 1, 0)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO metrics (job_id, name, step, epoch, value, time)"
+                " VALUES (1, 'train_loss', ?, ?, ?, 0)", points,
+            )
+    with Store(sqlite_url) as store:
+        store.migrate()
+        got = store.bulk_series([1], ["train_loss"], 20)[1]["train_loss"]
+    assert_series_equal(got, reference_series(points, 20))
 
 
 def test_bulk_series_is_the_same_through_http_and_labels_runs_by_what_differs(client, store):
