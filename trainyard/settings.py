@@ -82,6 +82,23 @@ class Settings(BaseSettings):
         default=3, ge=0,
         description="Times a job may lose its worker and be requeued; one more loss fails it.",
     )
+    # ---- resource limits (see README "Limits") ----
+    max_model_parameters: int = Field(
+        default=100_000_000, gt=0,
+        description="A job whose model would have more trainable parameters than this is "
+        "refused at submission (422); the estimate is exact.",
+    )
+    max_activation_bytes: int = Field(
+        default=8 * 2**30, gt=0,
+        description="A job whose estimated activation memory for one training batch (fp32, "
+        "conservative: see models/limits.py) exceeds this many bytes is refused (422).",
+    )
+    job_time_limit_seconds: float = Field(
+        default=24 * 3600.0, gt=0,
+        description="Running time a job may use over all its attempts; the worker stops it at "
+        "the next step past it and the job fails (its checkpoints are kept).",
+    )
+    # ---- authentication (see SECURITY.md) ----
     log_level: str = "INFO"
 
     # ---- derived values: every default path hangs off `home` ----

@@ -1,0 +1,262 @@
+"""How big a job is before it runs: parameter count and training memory from the spec alone.
+
+Imports no torch (the API calls it on every submit). `estimate(model, hp, shape)` takes the
+validated hyperparameters (models.registry.validate_hyperparameters) and a `DataShape`, the few
+facts about the dataset that size a model; `shape_for_dataset` builds that shape from what is
+known before training, `shape_of_data` from loaded data (exact; the worker re-checks with it).
+
+Figures (all fp32, one optimizer step):
+  params            exact number of trainable parameters (a tied weight counted once); equals
+                    sum(p.numel() for p in model.parameters()) of the built model.
+  activation_bytes  what one training batch keeps alive for the backward pass. Deliberately
+                    conservative: every intermediate tensor the forward pass produces is counted
+                    as kept until backward (autograd keeps fewer: e.g. ReLU keeps its output but
+                    not its input), plus the input batch and targets. Dropout counts twice
+                    (output and mask), max pooling adds its int64 indices. Recurrent layers
+                    count a per-step workspace (RNN_WORKSPACE) sized above what the CPU
+                    (oneDNN / per-step autograd) keeps, with room for cuDNN's reserve space.
+                    Measured against torch's saved tensors it stays within about 1x-3x.
+  state_bytes       parameters + gradients + optimizer state: 4 bytes each per parameter;
+                    Adam/AdamW keep two moments, SGD one momentum buffer (none at momentum 0).
+
+Not covered: the validation pass (no_grad, EVAL_BATCH_* sized in models/train.py), allocator
+fragmentation, CUDA context and kernel workspaces. The caps are guards against absurd jobs, not
+a memory planner.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from models.registry import SpecError
+
+FLOAT = 4  # bytes of an fp32 element
+INDEX = 8  # bytes of an int64 element (token ids, targets, pooling indices)
+HEAD_GRID = 4  # models.cnn.HEAD_GRID (not imported: models/cnn.py imports torch)
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+# What one recurrent layer keeps for backward, in fp32 values per (batch element, time step),
+# as (a, b): a * hidden + b * max(layer input, hidden). Measured on CPU (torch 2.13): Elman keeps
+# ~1 * hidden + input (per-step autograd graph), GRU ~7 * hidden + input, LSTM's oneDNN
+# workspace ~15 * hidden + 6 * input with hidden padded to at least 16. cuDNN's reserve space
+# (gates and states of every step) fits within the same figures. Counted over T + 1 steps:
+# the initial state is stored with the others.
+RNN_WORKSPACE = {"rnn": (3, 1), "gru": (9, 1), "lstm": (16, 8)}
+RNN_MIN_HIDDEN = 16  # oneDNN pads narrow LSTM layers
+# oneDNN page-aligns each of the ~7 parts of an LSTM layer's workspace (28 KiB at 1 unit).
+LSTM_LAYER_OVERHEAD = 32 * 1024
+# Char-level vocabulary bound used before the text is tokenized: the built-in corpora have
+# ~110 distinct characters; an upload may have more (non-Latin scripts), which the worker
+# catches with the exact vocabulary before training (`shape_of_data`).
+CHAR_VOCAB_BOUND = 256
+# Built-in image datasets: (channels, height, width, classes); IDX files are read for their
+# real size when present (the reader accepts any image size).
+IMAGE_SHAPES = {
+    "digits": (1, 8, 8, 10),
+    "mnist": (1, 28, 28, 10),
+    "fashion_mnist": (1, 28, 28, 10),
+    "cifar10": (3, 32, 32, 10),
+}
+# The environment variables of the Settings fields the caps come from (named in messages).
+ENV_MAX_PARAMETERS = "TRAINYARD_MAX_MODEL_PARAMETERS"
+ENV_MAX_ACTIVATION_BYTES = "TRAINYARD_MAX_ACTIVATION_BYTES"
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """The facts of a dataset that size a model: image geometry and classes, or vocabulary."""
+
+    channels: int = 0
+    height: int = 0
+    width: int = 0
+    num_classes: int = 0
+    vocab_size: int = 0
+    vocab_is_bound: bool = False  # vocab_size is an upper bound, not the real vocabulary
+
+
+@dataclass(frozen=True)
+class Estimate:
+    params: int
+    activation_bytes: int
+    state_bytes: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# the dataset's shape
+
+
+def _idx_image_size(folder: Path) -> tuple[int, int] | None:
+    """(height, width) from the header of an MNIST-style train images file, if there is one."""
+    from models.data import _find_idx, _open_maybe_gz  # torch-free helpers of the reader
+
+    path = _find_idx(folder, "train", "images")
+    if path is None:
+        return None
+    try:
+        with _open_maybe_gz(path) as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    # magic 0, 0, type, ndim=3, then N, H, W as big-endian uint32 (models.data.read_idx)
+    if len(head) < 16 or head[0] or head[1] or head[3] != 3:
+        return None
+    _, height, width = struct.unpack(">3I", head[4:16])
+    return height, width
+
+
+def shape_for_dataset(model: str, hp: dict, dataset: str,
+                      data_dir: Path | None = None) -> DataShape:
+    """What is known about `dataset` before it is loaded: sizes of the built-in image sets,
+    and for text an upper bound of the vocabulary (`vocab_is_bound`)."""
+    if model == "rnn_lm":
+        if hp["tokenizer"] == "word":
+            # build_vocab keeps at most max_vocab tokens, <unk> included: a true bound
+            return DataShape(vocab_size=hp["max_vocab"], vocab_is_bound=True)
+        return DataShape(vocab_size=CHAR_VOCAB_BOUND, vocab_is_bound=True)
+    # No image upload exists; an unknown name gets the largest built-in geometry.
+    channels, height, width, classes = IMAGE_SHAPES.get(dataset, IMAGE_SHAPES["cifar10"])
+    if dataset in ("mnist", "fashion_mnist") and data_dir is not None:
+        found = _idx_image_size(Path(data_dir) / dataset)
+        if found is not None:
+            height, width = found
+    return DataShape(channels=channels, height=height, width=width, num_classes=classes)
+
+
+def shape_of_data(data) -> DataShape:
+    """The exact shape of loaded data (models.data.ImageData or TextData)."""
+    if hasattr(data, "vocab"):
+        return DataShape(vocab_size=len(data.vocab))
+    return DataShape(channels=data.channels, height=data.height, width=data.width,
+                     num_classes=data.num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# the estimate
+
+
+def _linear(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+def _dropout_factor(p: float) -> int:
+    # Training-mode dropout stores its output and a mask of the same size (fp32 on CPU).
+    return 2 if p > 0 else 0
+
+
+def _mlp(hp: dict, s: DataShape) -> tuple[int, int]:
+    b, in_features = hp["batch_size"], s.channels * s.height * s.width
+    widths = [in_features, *hp["hidden_sizes"]]
+    params = sum(_linear(a, w) for a, w in zip(widths[:-1], widths[1:]))
+    params += _linear(widths[-1], s.num_classes)
+    # per hidden layer: pre-activation, activation, dropout output + mask
+    per_example = in_features + sum(
+        (2 + _dropout_factor(hp["dropout"])) * w for w in hp["hidden_sizes"])
+    per_example += 2 * s.num_classes  # logits and their log-softmax
+    return params, b * (per_example * FLOAT + INDEX)  # + the int64 target
+
+
+def _cnn(hp: dict, s: DataShape) -> tuple[int, int]:
+    b, k, is_max = hp["batch_size"], hp["kernel_size"], hp["pooling"] == "max"
+    h, w, c_in = s.height, s.width, s.channels
+    params = 0
+    floats, indices = c_in * h * w, 0  # per example; the input batch
+    for c_out in hp["channels"]:
+        params += c_in * c_out * k * k + c_out
+        floats += 2 * c_out * h * w  # conv output and activation ('same' padding)
+        if min(h, w) >= 2:  # the same rule as models.cnn: never pool below 1x1
+            h, w = h // 2, w // 2
+            floats += c_out * h * w
+            indices += c_out * h * w if is_max else 0
+        c_in = c_out
+    gh, gw = min(h, HEAD_GRID), min(w, HEAD_GRID)
+    features = c_in * gh * gw
+    floats += features * (1 + _dropout_factor(hp["dropout"]))  # adaptive pool, dropout
+    indices += features if is_max else 0
+    params += _linear(features, s.num_classes)
+    floats += 2 * s.num_classes  # logits and their log-softmax
+    return params, b * (floats * FLOAT + (indices + 1) * INDEX)  # + the int64 target
+
+
+def _rnn_lm(hp: dict, s: DataShape) -> tuple[int, int]:
+    b, t, v = hp["batch_size"], hp["seq_len"], s.vocab_size
+    e, h, layers, cell = hp["embedding_dim"], hp["hidden_size"], hp["num_layers"], hp["cell"]
+    drop = _dropout_factor(hp["dropout"])
+    gates = GATES[cell]
+    params = v * e  # embedding
+    for layer in range(layers):
+        n_in = e if layer == 0 else h
+        params += gates * h * (n_in + h) + 2 * gates * h  # W_ih, W_hh, b_ih, b_hh
+    out_dim = h
+    projected = hp["tie_weights"] and e != h
+    if projected:
+        params += _linear(h, e)
+        out_dim = e
+    # a tied decoder weight is the embedding matrix: only its bias is new
+    params += v if hp["tie_weights"] else _linear(out_dim, v)
+
+    tokens = b * t
+    floats = tokens * e * (1 + drop)  # embedding output, dropout
+    a, b_in = RNN_WORKSPACE[cell]
+    padded = max(h, RNN_MIN_HIDDEN) if cell == "lstm" else h
+    for layer in range(layers):
+        n_in = e if layer == 0 else h
+        floats += b * (t + 1) * (a * padded + b_in * max(n_in, padded))
+        floats += tokens * h  # the layer's output sequence
+        if layer < layers - 1:
+            floats += tokens * h * drop  # nn.RNN's dropout between layers
+    floats += tokens * h * drop  # dropout before the decoder
+    floats += tokens * e if projected else 0
+    floats += 2 * tokens * v  # logits and their log-softmax: the big one for large vocabularies
+    overhead = layers * LSTM_LAYER_OVERHEAD if cell == "lstm" else 0
+    return params, floats * FLOAT + 2 * tokens * INDEX + overhead  # + ids and targets
+
+
+_FAMILIES = {"mlp": _mlp, "cnn": _cnn, "rnn_lm": _rnn_lm}
+
+
+def _optimizer_slots(hp: dict) -> int:
+    if hp["optimizer"] in ("adam", "adamw"):
+        return 2  # exp_avg, exp_avg_sq
+    return 1 if hp["momentum"] > 0 else 0
+
+
+def estimate(model: str, hp: dict, shape: DataShape) -> Estimate:
+    """Size of `model` with validated hyperparameters `hp` on data of `shape`."""
+    if model not in _FAMILIES:
+        raise SpecError("model", f"unknown model {model!r}")
+    params, activation_bytes = _FAMILIES[model](hp, shape)
+    # weights + gradients + optimizer state, fp32
+    state_bytes = params * FLOAT * (2 + _optimizer_slots(hp))
+    return Estimate(params=params, activation_bytes=activation_bytes, state_bytes=state_bytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# the caps
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def check_limits(est: Estimate, max_parameters: int, max_activation_bytes: int) -> None:
+    """SpecError("hyperparameters", ...) naming the estimate and the cap that it exceeds."""
+    if est.params > max_parameters:
+        raise SpecError(
+            "hyperparameters",
+            f"this model has an estimated {est.params:,} parameters; the limit is "
+            f"{max_parameters:,} ({ENV_MAX_PARAMETERS}). Use smaller layers "
+            "(or a smaller vocabulary)",
+        )
+    if est.activation_bytes > max_activation_bytes:
+        raise SpecError(
+            "hyperparameters",
+            f"one training step of this model needs an estimated "
+            f"{_gib(est.activation_bytes)} ({est.activation_bytes:,} bytes) of activations, "
+            f"besides {_gib(est.state_bytes)} of weights, gradients and optimizer state; "
+            f"the limit is {_gib(max_activation_bytes)} ({max_activation_bytes:,} bytes, "
+            f"{ENV_MAX_ACTIVATION_BYTES}). Use a smaller batch_size (or seq_len, or layers)",
+        )
