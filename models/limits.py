@@ -238,8 +238,8 @@ def estimate(model: str, hp: dict, shape: DataShape) -> Estimate:
 # the caps
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB"
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def check_limits(est: Estimate, max_parameters: int, max_activation_bytes: int) -> None:
@@ -255,8 +255,8 @@ def check_limits(est: Estimate, max_parameters: int, max_activation_bytes: int) 
         raise SpecError(
             "hyperparameters",
             f"one training step of this model needs an estimated "
-            f"{_gib(est.activation_bytes)} ({est.activation_bytes:,} bytes) of activations, "
-            f"besides {_gib(est.state_bytes)} of weights, gradients and optimizer state; "
-            f"the limit is {_gib(max_activation_bytes)} ({max_activation_bytes:,} bytes, "
+            f"{_size(est.activation_bytes)} ({est.activation_bytes:,} bytes) of activations, "
+            f"besides {_size(est.state_bytes)} of weights, gradients and optimizer state; "
+            f"the limit is {_size(max_activation_bytes)} ({max_activation_bytes:,} bytes, "
             f"{ENV_MAX_ACTIVATION_BYTES}). Use a smaller batch_size (or seq_len, or layers)",
         )

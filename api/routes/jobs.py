@@ -32,6 +32,7 @@ from api.schemas import (
     finite_or_none,
 )
 from db.store import InvalidTransition, NotFound
+from models.limits import check_limits, estimate, shape_for_dataset
 from models.registry import MODEL_NAMES, SpecError, check_dataset_kind, validate_hyperparameters
 from worker.celery_app import enqueue_job
 
@@ -80,6 +81,13 @@ def _validated_spec(body: JobCreate, settings: Any, store: Any) -> dict[str, Any
                 f"unknown dataset {body.dataset!r}; GET /datasets lists the available ones",
             )
         check_dataset_kind(body.model, body.dataset, dataset.kind)
+        # Refuse what would not fit before it is queued: an exact parameter count and a
+        # conservative activation estimate (text vocabularies are bounded from above here;
+        # the worker re-checks with the real vocabulary).
+        shape = shape_for_dataset(body.model, hyperparameters, body.dataset,
+                                  settings.resolved_data_dir)
+        check_limits(estimate(body.model, hyperparameters, shape),
+                     settings.max_model_parameters, settings.max_activation_bytes)
     except SpecError as exc:
         raise invalid(("body", *str(exc.field).split(".", 1)), exc.message) from exc
     return hyperparameters
