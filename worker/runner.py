@@ -14,6 +14,12 @@ drops the writes it still has queued and stops instead of writing over the new o
 process is asked to shut down (`DRAINING`, set on SIGTERM), the job stops at the next step
 boundary, checkpoints that step and goes back to the queue (attempt outcome `drained`); the task
 re-sends it and the next worker resumes at the following step.
+
+Limits: a job may run for `job_time_limit_seconds` in all, summed over its attempts (as the
+attempts table records them: a lost worker's attempt counts until the reconciler ended it). Past
+that the job stops at the next step, checkpoints it and fails with the reason; a resumed job gets
+only what is left. Before training, the job's exact size (with the real vocabulary) is checked
+against the caps the API checked with an estimate (models/limits.py).
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ import traceback
 
 from db.store import Store, is_connection_error
 from models.data import text_data_from_string
-from models.train import Callbacks, JobSpec, fit, load_checkpoint
+from models.limits import check_limits, estimate, shape_of_data
+from models.registry import validate_hyperparameters
+from models.train import Callbacks, JobSpec, fit, load_checkpoint, load_data
 from trainyard.settings import Settings, get_settings
 
 log = logging.getLogger("trainyard.worker")
 
 # Set once this worker process is shutting down (SIGTERM): the running job gives itself back.
 DRAINING = threading.Event()
+TIME_LIMIT_ENV = "TRAINYARD_JOB_TIME_LIMIT_SECONDS"  # Settings.job_time_limit_seconds
 
 
 def retry_while_unreachable(fn, *args, retry_seconds: float = 600.0, **kwargs):
@@ -158,8 +167,11 @@ class PersistingCallbacks(Callbacks):
     """Writes what fit() reports to the database, in batches, and answers "should I stop?"."""
 
     def __init__(self, store: Store, job_id: int, settings: Settings, attempt: int | None = None,
-                 heartbeat: Heartbeat | None = None):
+                 heartbeat: Heartbeat | None = None, deadline: float | None = None):
         self.store = store
+        # time.monotonic() past which the job has used up its time limit (None: no limit)
+        self.deadline = deadline
+        self.timed_out = False
         self.job_id = job_id
         self.attempt = attempt
         self.heartbeat = heartbeat
@@ -233,6 +245,10 @@ class PersistingCallbacks(Callbacks):
             self._stop = True
 
     def should_stop(self) -> bool:
+        # Checked first so that the reason is known even when a drain or cancel comes too.
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.timed_out = True
+            return True
         if DRAINING.is_set() or (self.heartbeat is not None and self.heartbeat.lost.is_set()):
             return True
         now = time.monotonic()
@@ -242,10 +258,11 @@ class PersistingCallbacks(Callbacks):
         return self._stop
 
     def checkpoint_on_stop(self) -> bool:
-        # A drained job is given back and resumes exactly at this step elsewhere; a cancelled
-        # job needs no checkpoint, and one taken from this worker must not get ours.
+        # A drained job is given back and resumes exactly at this step elsewhere; one out of
+        # time keeps the work it did; a cancelled job needs no checkpoint, and one taken from
+        # this worker must not get ours.
         lost = self.heartbeat is not None and self.heartbeat.lost.is_set()
-        return DRAINING.is_set() and not lost and not self._stop
+        return (DRAINING.is_set() or self.timed_out) and not lost and not self._stop
 
 
 def _readable_error(exc: BaseException) -> str:
@@ -285,8 +302,16 @@ class JobRunner:
 
     def _run_claimed(self, job, attempt: int, heartbeat: Heartbeat) -> str:
         job_id = job.id
+        limit = self.settings.job_time_limit_seconds
+        used = self._time_used(job_id, attempt)
+        if used >= limit:  # resumed with no time left: fail without loading anything
+            error = (f"time limit of {limit:g} s exceeded: earlier attempts ran for "
+                     f"{used:.0f} s ({TIME_LIMIT_ENV})")
+            self._retry(self.store.finish_job, job_id, "failed", error=error, attempt=attempt)
+            return "failed"
         callbacks = PersistingCallbacks(self.store, job_id, self.settings, attempt=attempt,
-                                        heartbeat=heartbeat)
+                                        heartbeat=heartbeat,
+                                        deadline=time.monotonic() + limit - used)
         try:
             spec = JobSpec(
                 model=job.model,
@@ -295,17 +320,14 @@ class JobRunner:
                 device=job.device,
             )
             data = self._uploaded_data(spec)
+            if data is None:
+                data = load_data(spec, self.settings.resolved_data_dir)
+            self._check_size(spec, data)
             latest = self._resume_point(job_id, attempt)
             resume_from = latest[1] if latest else None
             if resume_from is not None:
                 log.info("job %s resumes from checkpoint at epoch %s", job_id, latest[0].epoch)
-            result = fit(
-                spec,
-                callbacks,
-                data=data,
-                data_dir=self.settings.resolved_data_dir,
-                resume_from=resume_from,
-            )
+            result = fit(spec, callbacks, data=data, resume_from=resume_from)
             callbacks.close()
         except Exception as exc:  # the job's own failure: record it, keep the worker alive
             log.exception("job %s failed", job_id)
@@ -324,6 +346,13 @@ class JobRunner:
                 return "stopped"
             log.info("job %s succeeded: %s", job_id, result.final_metrics)
             return "succeeded"
+        if callbacks.timed_out:
+            # result.epochs_done is the epoch in progress, 0-based; users count from 1.
+            error = (f"time limit of {limit:g} s exceeded at epoch {result.epochs_done + 1}, "
+                     f"step {result.steps_done} ({TIME_LIMIT_ENV})")
+            if self._retry(self.store.finish_job, job_id, "failed", error=error, attempt=attempt):
+                log.info("job %s: %s", job_id, error)
+                return "failed"
         if DRAINING.is_set() and not heartbeat.lost.is_set():
             # Every metric of the steps done is written (close() above); the job resumes from
             # its newest checkpoint on another worker, re-run steps replacing their rows.
@@ -358,6 +387,25 @@ class JobRunner:
         if newest_first:
             self.store.set_attempt_resumed_from(job_id, attempt, None)
         return None
+
+    def _time_used(self, job_id: int, attempt: int) -> float:
+        """Seconds the job's earlier attempts ran, from the attempts table. An attempt without
+        an end (should not happen once a later one started) counts until the next began."""
+        earlier = [a for a in self.store.list_attempts(job_id) if a["number"] < attempt]
+        used = 0.0
+        for a, after in zip(earlier, [*earlier[1:], None]):
+            end = a["ended_at"] or (after["started_at"] if after else None)
+            if end is not None:
+                # clamp: attempts are timed by different machines' clocks
+                used += max(0.0, (end - a["started_at"]).total_seconds())
+        return used
+
+    def _check_size(self, spec: JobSpec, data) -> None:
+        """The API checked an estimate (for text: a bound of the vocabulary); this is exact,
+        and also holds for jobs queued before the caps were lowered."""
+        hp = validate_hyperparameters(spec.model, spec.hyperparameters)
+        check_limits(estimate(spec.model, hp, shape_of_data(data)),
+                     self.settings.max_model_parameters, self.settings.max_activation_bytes)
 
     def _retry(self, fn, *args, **kwargs):
         return retry_while_unreachable(fn, *args, retry_seconds=self.settings.db_retry_seconds,
