@@ -306,3 +306,9 @@ class ErrorOut(BaseModel):
 
 # Responses shared by many routes, for the OpenAPI page.
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such job (or checkpoint)."}}
+# FastAPI answers 400 itself, before the route runs, for a body it cannot parse: JSON that is
+# not UTF-8, or a broken multipart envelope.
+UNPARSABLE_BODY = {
+    400: {"model": ErrorOut, "description": "The body cannot be parsed (not UTF-8, or a "
+          "broken multipart envelope)."}
+}

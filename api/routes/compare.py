@@ -69,7 +69,9 @@ def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
 def compare(
     store: StoreDep,
     ids: Annotated[
-        str, Query(max_length=30_000, description="Comma-separated job ids, 2 to 1000.")
+        str,
+        Query(max_length=30_000, description="Comma-separated job ids, 2 to 1000.",
+              examples=["1,2", "1, 2, 3"]),
     ],
 ) -> dict[str, Any]:
     job_ids = _parse_ids(ids)
@@ -166,6 +168,7 @@ def compare_series(
         Query(
             max_length=30_000,
             description="Job ids and ranges, comma-separated: 1,2,10-20 (1 to 1000 runs).",
+            examples=["1,2", "1-3", "1,2-3"],
         ),
     ],
     names: Annotated[
@@ -174,6 +177,7 @@ def compare_series(
             max_length=4_000,
             description="Comma-separated metric names; default: "
             + ",".join(DEFAULT_SERIES),
+            examples=["train_loss,val_accuracy"],
         ),
     ] = None,
     max_points: Annotated[

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 
 from api.deps import SettingsDep, StoreDep, invalid
-from api.schemas import DatasetOut, ErrorOut, check_storable
+from api.schemas import UNPARSABLE_BODY, DatasetOut, ErrorOut, check_storable
 from db.store import Conflict
 from models.data import IMAGE_DATASETS, TEXT_DATASETS, builtin_datasets, validate_text_upload
 from trainyard.settings import Settings
@@ -71,6 +71,7 @@ def list_datasets(settings: SettingsDep, store: StoreDep) -> list[DatasetOut]:
     status_code=201,
     response_model=DatasetOut,
     responses={
+        **UNPARSABLE_BODY,
         409: {"model": ErrorOut, "description": "The name is taken."},
         413: {"model": ErrorOut, "description": "The file is larger than the upload limit."},
     },
@@ -79,7 +80,9 @@ def list_datasets(settings: SettingsDep, store: StoreDep) -> list[DatasetOut]:
 def upload_dataset(
     settings: SettingsDep,
     store: StoreDep,
-    name: Annotated[str, Form(description="^[a-z0-9][a-z0-9_-]{0,63}$")],
+    name: Annotated[
+        str, Form(description="^[a-z0-9][a-z0-9_-]{0,63}$", examples=["shakespeare-small"])
+    ],
     file: Annotated[UploadFile, File(description="UTF-8 text.")],
     kind: Annotated[str, Form(description="Only 'text' for now.")] = "text",
     description: Annotated[str, Form(max_length=500)] = "",

@@ -19,6 +19,7 @@ from api.deps import (
 from api.routes.datasets import find_dataset
 from api.schemas import (
     NOT_FOUND,
+    UNPARSABLE_BODY,
     CheckpointOut,
     ErrorOut,
     JobCreate,
@@ -97,6 +98,12 @@ def _validated_spec(body: JobCreate, settings: Any, store: Any) -> dict[str, Any
     "",
     status_code=201,
     response_model=JobDetail,
+    responses={
+        **UNPARSABLE_BODY,
+        200: {"model": JobDetail,
+              "description": "A retry: the job that the first request with this Idempotency-Key "
+              "created."},
+    },
     summary="Submit a training job",
 )
 def submit_job(
@@ -120,9 +127,9 @@ def submit_job(
     if idempotency_key is not None:
         job, created = store.create_job_once(idempotency_key, **spec)
         if not created and _differs(job, spec):
-            raise HTTPException(
-                status_code=422,
-                detail=f"Idempotency-Key {idempotency_key!r} was used for job {job.id} with a "
+            raise invalid(
+                ("header", "Idempotency-Key"),
+                f"Idempotency-Key {idempotency_key!r} was used for job {job.id} with a "
                 "different request; use a new key for a new job",
             )
         if not created:
