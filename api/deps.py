@@ -13,6 +13,7 @@ from celery import Celery
 from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
+from api.auth import PrincipalDep
 from db.store import JobRecord, Store
 from trainyard.settings import Settings
 
@@ -55,9 +56,11 @@ def job_not_found(job_id: int) -> HTTPException:
 MAX_ID = 2**31 - 1
 
 
-def get_job_or_404(job_id: int, store: StoreDep) -> JobRecord:
+def get_job_or_404(job_id: int, store: StoreDep, principal: PrincipalDep) -> JobRecord:
+    """The job, if it exists and the caller may see it; else the same 404 either way, so
+    another user's job ids reveal nothing."""
     job = store.get_job(job_id) if 1 <= job_id <= MAX_ID else None
-    if job is None:
+    if job is None or not principal.can_see(job.owner):
         raise job_not_found(job_id)
     return job
 

@@ -291,6 +291,9 @@ class DatasetOut(BaseModel):
     size_bytes: int | None = None
     examples: int | None = None
     description: str = ""
+    owner: str | None = Field(
+        default=None, description="Who uploaded it (uploads only); jobs train on their own user's."
+    )
 
 
 class Health(BaseModel):

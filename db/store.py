@@ -49,6 +49,8 @@ from db.session import make_engine, make_session_factory, normalize_url, session
 from db.tables import (
     DATASET_KINDS,
     JOB_STATUSES,
+    LOCAL_OWNER,
+    ApiKey,
     Checkpoint,
     Dataset,
     Job,
@@ -57,6 +59,7 @@ from db.tables import (
     ROLLUP_BLOCK_STEPS,
     Metric,
     MetricRollup,
+    WebSession,
     utcnow,
 )
 
@@ -127,6 +130,7 @@ class JobRecord(Record):
     infra_failures: int = 0
     enqueued_at: dt.datetime | None = None
     idempotency_key: str | None = None
+    owner: str = LOCAL_OWNER
 
     @property
     def finished(self) -> bool:
@@ -154,6 +158,18 @@ class DatasetRecord(Record):
     sha256: str
     description: str
     created_at: dt.datetime
+    owner: str = LOCAL_OWNER
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord(Record):
+    id: int
+    owner: str
+    prefix: str
+    is_admin: bool
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
 
 
 def _record(cls: type, row: Any) -> Any:
@@ -262,10 +278,23 @@ class Store:
             if self.dialect == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
             elif self.dialect == "sqlite":
+                # SQLite alters a table by rebuilding it (copy, drop, rename); with foreign
+                # keys on, dropping `jobs` would cascade-delete every metric and checkpoint.
+                # The pragma only takes effect outside a transaction: before BEGIN.
+                conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
-            conn.commit()
+            try:
+                command.upgrade(config, "head")
+                if self.dialect == "sqlite":
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left dangling references: {broken[:5]}")
+                conn.commit()
+            finally:
+                if self.dialect == "sqlite":
+                    conn.rollback()  # no-op after the commit; needed before the pragma
+                    conn.exec_driver_sql("PRAGMA foreign_keys = ON")
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
@@ -286,16 +315,18 @@ class Store:
         device: str = "auto",
         name: str | None = None,
         idempotency_key: str | None = None,
+        owner: str = LOCAL_OWNER,
     ) -> JobRecord:
         """Insert a queued job (attempts 0); unnamed jobs are called `<model>-<dataset>-<id>`.
 
         `enqueued_at` is set to now: the caller sends it to the broker next. A second job
-        with the same `idempotency_key` raises Conflict (see `create_job_once`).
+        of the same owner with the same `idempotency_key` raises Conflict (see
+        `create_job_once`).
         """
         now = utcnow()
         try:
             return self._insert_job(model, dataset, hyperparameters, device, name,
-                                    idempotency_key, now)
+                                    idempotency_key, now, owner)
         except IntegrityError as exc:
             if idempotency_key is not None:
                 raise Conflict(f"a job with idempotency key {idempotency_key!r} exists") from exc
@@ -304,32 +335,34 @@ class Store:
     def create_job_once(
         self, idempotency_key: str, model: str, dataset: str,
         hyperparameters: Mapping[str, Any], device: str = "auto", name: str | None = None,
+        owner: str = LOCAL_OWNER,
     ) -> tuple[JobRecord, bool]:
-        """The job created with `idempotency_key`, creating it if none is: (job, created).
+        """The owner's job created with `idempotency_key`, creating it if none is:
+        (job, created).
 
         Concurrent callers with the same key race on the unique constraint; the losers'
         INSERT fails and they read the winner's job.
         """
-        existing = self.get_job_by_idempotency_key(idempotency_key)
+        existing = self.get_job_by_idempotency_key(idempotency_key, owner)
         if existing is not None:
             return existing, False
         try:
             job = self.create_job(model, dataset, hyperparameters, device=device, name=name,
-                                  idempotency_key=idempotency_key)
+                                  idempotency_key=idempotency_key, owner=owner)
             return job, True
         except Conflict:
-            existing = self.get_job_by_idempotency_key(idempotency_key)
+            existing = self.get_job_by_idempotency_key(idempotency_key, owner)
             if existing is None:  # pragma: no cover - the winner's row was deleted meanwhile
                 raise
             return existing, False
 
-    def get_job_by_idempotency_key(self, key: str) -> JobRecord | None:
+    def get_job_by_idempotency_key(self, key: str, owner: str = LOCAL_OWNER) -> JobRecord | None:
         with self._session() as s:
-            job = s.scalar(select(Job).where(Job.idempotency_key == key))
+            job = s.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
             return _record(JobRecord, job) if job is not None else None
 
     def _insert_job(self, model, dataset, hyperparameters, device, name, idempotency_key,
-                    now) -> JobRecord:
+                    now, owner) -> JobRecord:
         with self._session() as s:
             job = Job(
                 name=name or "",
@@ -346,6 +379,7 @@ class Store:
                 enqueued_at=now,
                 infra_failures=0,
                 idempotency_key=idempotency_key,
+                owner=owner,
             )
             s.add(job)
             s.flush()
@@ -368,9 +402,11 @@ class Store:
         model: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], int]:
-        """One page of jobs, newest first, and the total number matching the filters."""
-        filters = []
+        """One page of jobs, newest first, and the total number matching the filters
+        (`owner`: only that user's jobs; None: everyone's)."""
+        filters = [] if owner is None else [Job.owner == owner]
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             filters.append(Job.status.in_(statuses))
@@ -386,6 +422,14 @@ class Store:
                 .offset(max(offset, 0))
             ).all()
             return [_record(JobRecord, job) for job in page], total
+
+    def count_jobs(self, owner: str, statuses: Sequence[str]) -> int:
+        """How many of the owner's jobs are in one of `statuses` (the per-user queue cap)."""
+        with self._session() as s:
+            stmt = select(func.count()).select_from(Job).where(
+                Job.owner == owner, Job.status.in_(list(statuses))
+            )
+            return s.scalar(stmt) or 0
 
     def queued_job_ids(self) -> list[int]:
         """Ids of every queued job, oldest first (e.g. to re-enqueue after a broker loss)."""
@@ -859,6 +903,7 @@ class Store:
         limit: int = 50,
         before: int | None = None,
         after: int | None = None,
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], int, int]:
         """One page of jobs, newest first, found by id (keyset) rather than by offset.
 
@@ -869,8 +914,9 @@ class Store:
         page's first one (its position, for "51-100 of 10,000"). Each query walks an index
         ((status, id), (model, id) or the primary key) from the page's edge, so a page deep in
         a long list costs what the first one does; only the two counts grow with the table.
+        `owner`: only that user's jobs (index (owner, status, id)); None: everyone's.
         """
-        filters = []
+        filters = [] if owner is None else [Job.owner == owner]
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             filters.append(Job.status.in_(statuses))
@@ -1359,9 +1405,10 @@ class Store:
     # ---- datasets ---------------------------------------------------------------------
 
     def add_dataset(
-        self, name: str, kind: str, data: bytes, description: str = ""
+        self, name: str, kind: str, data: bytes, description: str = "",
+        owner: str = LOCAL_OWNER,
     ) -> DatasetRecord:
-        """Store an uploaded dataset. Raises Conflict when the name is taken."""
+        """Store an uploaded dataset. Raises Conflict when the owner has one of that name."""
         if kind not in DATASET_KINDS:
             raise ValueError(f"kind must be one of {', '.join(DATASET_KINDS)}, not {kind!r}")
         blob = bytes(data)
@@ -1375,6 +1422,7 @@ class Store:
                     sha256=hashlib.sha256(blob).hexdigest(),
                     description=description or "",
                     created_at=utcnow(),
+                    owner=owner,
                 )
                 s.add(row)
                 s.flush()
@@ -1382,25 +1430,104 @@ class Store:
         except IntegrityError as exc:
             raise Conflict(f"a dataset named {name!r} already exists") from exc
 
-    def list_datasets(self) -> list[DatasetRecord]:
-        """Uploaded datasets by name, without their bytes."""
+    def list_datasets(self, owner: str | None = None) -> list[DatasetRecord]:
+        """Uploaded datasets by name, without their bytes (`owner`: only theirs; None: all)."""
         with self._session() as s:
-            rows = s.execute(select(*_DATASET_COLUMNS).order_by(Dataset.name))
-            return [_record(DatasetRecord, row) for row in rows]
+            stmt = select(*_DATASET_COLUMNS).order_by(Dataset.name, Dataset.owner)
+            if owner is not None:
+                stmt = stmt.where(Dataset.owner == owner)
+            return [_record(DatasetRecord, row) for row in s.execute(stmt)]
 
-    def get_dataset(self, name: str) -> DatasetRecord | None:
+    def get_dataset(self, name: str, owner: str = LOCAL_OWNER) -> DatasetRecord | None:
         with self._session() as s:
-            row = s.execute(select(*_DATASET_COLUMNS).where(Dataset.name == name)).first()
+            row = s.execute(
+                select(*_DATASET_COLUMNS).where(Dataset.owner == owner, Dataset.name == name)
+            ).first()
             return _record(DatasetRecord, row) if row is not None else None
 
-    def get_dataset_data(self, name: str) -> bytes | None:
+    def get_dataset_data(self, name: str, owner: str = LOCAL_OWNER) -> bytes | None:
         with self._session() as s:
-            data = s.scalar(select(Dataset.data).where(Dataset.name == name))
+            data = s.scalar(
+                select(Dataset.data).where(Dataset.owner == owner, Dataset.name == name)
+            )
             return bytes(data) if data is not None else None
+
+    # ---- API keys and dashboard sessions -----------------------------------------------
+
+    def add_api_key(self, owner: str, prefix: str, key_hash: str,
+                    is_admin: bool = False) -> ApiKeyRecord:
+        """Record a new key by its hash (the caller made the key and shows it once)."""
+        with self._session() as s:
+            row = ApiKey(owner=owner, prefix=prefix, key_hash=key_hash, is_admin=is_admin,
+                         created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return _record(ApiKeyRecord, row)
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        with self._session() as s:
+            return [_record(ApiKeyRecord, k) for k in s.scalars(select(ApiKey).order_by(ApiKey.id))]
+
+    def count_active_api_keys(self) -> int:
+        with self._session() as s:
+            stmt = select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
+            return s.scalar(stmt) or 0
+
+    def revoke_api_key(self, key_id: int) -> ApiKeyRecord:
+        """Revoke a key (its dashboard sessions end with it). Raises NotFound."""
+        with self._session() as s:
+            row = s.get(ApiKey, key_id)
+            if row is None:
+                raise NotFound(f"API key {key_id} does not exist")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            s.execute(delete(WebSession).where(WebSession.key_id == key_id))
+            return _record(ApiKeyRecord, row)
+
+    def find_api_key(self, key_hash: str, touch_after_seconds: float = 60.0) -> ApiKeyRecord | None:
+        """The active key with this hash, or None; notes its use at most once a minute (a
+        write per request would be a write per dashboard poll)."""
+        now = utcnow()
+        with self._session() as s:
+            row = s.scalar(
+                select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+            )
+            if row is None:
+                return None
+            if row.last_used_at is None or (now - row.last_used_at).total_seconds() > (
+                touch_after_seconds
+            ):
+                row.last_used_at = now
+            return _record(ApiKeyRecord, row)
+
+    def create_web_session(self, key_id: int, token_hash: str, csrf_token: str,
+                           expires_at: dt.datetime) -> None:
+        with self._session() as s:
+            # Expired sessions go whenever a new one is made: no sweeper needed.
+            s.execute(delete(WebSession).where(WebSession.expires_at < utcnow()))
+            s.add(WebSession(token_hash=token_hash, key_id=key_id, csrf_token=csrf_token,
+                             created_at=utcnow(), expires_at=expires_at))
+
+    def find_web_session(self, token_hash: str) -> tuple[ApiKeyRecord, str] | None:
+        """(the session's key, its CSRF token) for a live session of an active key, or None."""
+        with self._session() as s:
+            row = s.execute(
+                select(ApiKey, WebSession.csrf_token)
+                .join(WebSession, WebSession.key_id == ApiKey.id)
+                .where(WebSession.token_hash == token_hash, WebSession.expires_at > utcnow(),
+                       ApiKey.revoked_at.is_(None))
+            ).first()
+            return (_record(ApiKeyRecord, row[0]), row[1]) if row is not None else None
+
+    def delete_web_session(self, token_hash: str) -> None:
+        with self._session() as s:
+            s.execute(delete(WebSession).where(WebSession.token_hash == token_hash))
 
 
 __all__ = [
     "JOB_STATUSES",
+    "LOCAL_OWNER",
+    "ApiKeyRecord",
     "CheckpointRecord",
     "Conflict",
     "DatasetRecord",

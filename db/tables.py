@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -47,6 +48,8 @@ NAMING_CONVENTION = {
 }
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+# Owner of what is created without an API key (embedded mode on loopback, keyless).
+LOCAL_OWNER = "local"
 DATASET_KINDS = ("images", "text")
 
 # Portable column types.
@@ -101,7 +104,10 @@ class Job(Base):
         Index("ix_jobs_model_id", "model", "id"),
         # The reconciler's scan for queued jobs whose broker message may be lost (0003).
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
-        UniqueConstraint("idempotency_key"),
+        # A user's pages and their count of queued jobs (the per-user cap): 0005.
+        Index("ix_jobs_owner_status_id", "owner", "status", "id"),
+        # Idempotency keys are the client's: two users may pick the same one (0005).
+        UniqueConstraint("owner", "idempotency_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -129,6 +135,8 @@ class Job(Base):
     infra_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     enqueued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # The user (API key owner) who submitted it; LOCAL_OWNER when no key was used (0005).
+    owner: Mapped[str] = mapped_column(String(100), default=LOCAL_OWNER, server_default=LOCAL_OWNER)
 
 
 ATTEMPT_OUTCOMES = ("succeeded", "failed", "cancelled", "worker_lost", "drained")
@@ -232,7 +240,8 @@ class Dataset(Base):
 
     __tablename__ = "datasets"
     __table_args__ = (
-        UniqueConstraint("name"),
+        # Names are per owner: a taken name must not tell one user what another uploaded.
+        UniqueConstraint("owner", "name"),
         CheckConstraint(f"kind IN ({_in(DATASET_KINDS)})", name="kind"),
     )
 
@@ -244,6 +253,42 @@ class Dataset(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    owner: Mapped[str] = mapped_column(String(100), default=LOCAL_OWNER, server_default=LOCAL_OWNER)
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored; the key itself is shown once, at creation.
+
+    `owner` is the user the key acts for (several keys may share one); an admin key sees and
+    may cancel everyone's jobs. A revoked key stays for the record but opens nothing.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to tell keys apart
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebSession(Base):
+    """A dashboard sign-in: the cookie carries a random token whose SHA-256 is the key here.
+
+    `csrf_token` must come back in the X-CSRF-Token header of every state-changing request
+    made with the cookie. Revoking the API key ends its sessions.
+    """
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class JobText(Base):

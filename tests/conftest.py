@@ -159,7 +159,11 @@ def _store_postgres_url(_postgres_server: _PostgresServer) -> Iterator[str]:
         _postgres_server.drop_database(url)
 
 
-STORE_TABLES = ("job_attempts", "job_texts", "checkpoints", "metrics", "datasets", "jobs")
+def _store_tables() -> list[str]:
+    """Every table of the schema: a new one is emptied between tests without listing it here."""
+    from db.tables import Base
+
+    return [table.name for table in Base.metadata.sorted_tables]
 
 
 @pytest.fixture(
@@ -175,7 +179,7 @@ def store(request: pytest.FixtureRequest):
     else:
         instance = Store(request.getfixturevalue("_store_postgres_url"))
         with instance.engine.begin() as conn:
-            conn.exec_driver_sql(f"TRUNCATE {', '.join(STORE_TABLES)} RESTART IDENTITY CASCADE")
+            conn.exec_driver_sql(f"TRUNCATE {', '.join(_store_tables())} RESTART IDENTITY CASCADE")
     try:
         yield instance
     finally:

@@ -33,7 +33,60 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     host = args.host or settings.api_host
     port = args.port or settings.api_port
+    # The app decides whether keys are required from the address it is bound to.
+    settings = settings.model_copy(update={"api_host": host})
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    return 0
+
+
+# ---------------------------------------------------------------- API keys (operator)
+def _store(settings: Settings):
+    from db.store import Store
+
+    store = Store(settings.resolved_database_url)
+    store.migrate()
+    return store
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Keys are managed on the database directly: whoever can run this is the operator."""
+    import re
+
+    from api.auth import OWNER_PATTERN, new_api_key
+
+    store = _store(settings)
+    try:
+        if args.keys_command == "create":
+            if not re.match(OWNER_PATTERN, args.name):
+                print("error: --name must be 1-100 characters of letters, digits, '.', '_', "
+                      "'@' or '-', starting with a letter or digit", file=sys.stderr)
+                return 2
+            key, prefix, digest = new_api_key()
+            record = store.add_api_key(args.name, prefix, digest, is_admin=args.admin)
+            role = "admin key" if args.admin else "key"
+            print(f"created {role} {record.id} for {record.owner}; it is shown only this once:")
+            print(key)
+            print("use it as: export TRAINYARD_API_KEY=<key>  (or Authorization: Bearer <key>)",
+                  file=sys.stderr)
+        elif args.keys_command == "list":
+            print(f"{'id':>4}  {'owner':<20} {'prefix':<10} {'admin':<5}  {'created':<20} "
+                  f"{'last used':<20} revoked")
+            for k in store.list_api_keys():
+                when = lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"  # noqa: E731
+                print(f"{k.id:>4}  {k.owner:<20} {k.prefix:<10} {'yes' if k.is_admin else 'no':<5}"
+                      f"  {when(k.created_at):<20} {when(k.last_used_at):<20} "
+                      f"{when(k.revoked_at)}")
+        else:  # revoke
+            from db.store import NotFound
+
+            try:
+                record = store.revoke_api_key(args.key_id)
+            except NotFound as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"revoked key {record.id} of {record.owner}; its dashboard sessions ended")
+    finally:
+        store.close()
     return 0
 
 
@@ -116,7 +169,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 # ---------------------------------------------------------------- using the service
 def _client(settings: Settings) -> Client:
-    return Client(settings.resolved_api_url)
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return Client(settings.resolved_api_url, api_key=key)
 
 
 def _parse_value(raw: str):
@@ -282,6 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("keys", help="create, list or revoke API keys (on the database directly)")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("create", help="make a key for a user; it is printed once")
+    k.add_argument("--name", required=True, help="the user the key acts for")
+    k.add_argument("--admin", action="store_true", help="may see and cancel everyone's jobs")
+    keys.add_parser("list", help="every key: owner, prefix, admin, last use, revoked")
+    k = keys.add_parser("revoke", help="revoke a key by id (see keys list)")
+    k.add_argument("key_id", type=int)
+    p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("worker", help="run a training worker (joins the service in your settings)")
     p.add_argument("--queues", help="comma-separated: cpu,cuda,auto (default: what this machine can run)")

@@ -1,7 +1,7 @@
 """A small Python client for the Trainyard HTTP API.
 
     from trainyard.client import Client
-    client = Client("http://127.0.0.1:8000")
+    client = Client("http://127.0.0.1:8000", api_key="ty_...")  # no key: a keyless local API
     job = client.submit("mlp", "digits", {"epochs": 5, "activation": "tanh"})
     client.wait(job["id"])
 """
@@ -41,9 +41,10 @@ def format_detail(detail: Any) -> str:
 
 
 class Client:
-    def __init__(self, base_url: str, *, timeout: float = 30.0):
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 30.0):
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()

@@ -9,7 +9,7 @@ import functools
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,11 +25,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRAINYARD_", extra="ignore")
 
     home: Path = Field(default_factory=_default_home, description="Where embedded state lives.")
+    # repr=False: URLs may hold passwords, and a settings object must be safe to print.
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default: SQLite file under home."
+        default=None, repr=False, description="SQLAlchemy URL; default: SQLite file under home."
     )
     broker_url: str | None = Field(
-        default=None,
+        default=None, repr=False,
         description="Celery broker URL (redis://...); default: a file-system queue under home.",
     )
     data_dir: Path | None = Field(
@@ -99,6 +100,30 @@ class Settings(BaseSettings):
         "the next step past it and the job fails (its checkpoints are kept).",
     )
     # ---- authentication (see SECURITY.md) ----
+    require_keys: bool | None = Field(
+        default=None,
+        description="Require an API key on every endpoint but /healthz. Default: required "
+        "unless the API is bound to a loopback address. False on a public address: refused.",
+    )
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="An admin API key taken from the environment (compose's env file); "
+        "stored hashed at start. At least 32 random characters.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="The key the CLI sends to the API (Authorization: Bearer)."
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="How long a dashboard sign-in lasts."
+    )
+    max_queued_jobs_per_user: int = Field(
+        default=100, ge=1,
+        description="Queued jobs one user may have waiting; one more is refused with 429.",
+    )
+    max_request_bytes: int = Field(
+        default=1024 * 1024, ge=1024,
+        description="Largest request body but dataset uploads (TRAINYARD_MAX_UPLOAD_BYTES).",
+    )
     log_level: str = "INFO"
 
     # ---- derived values: every default path hangs off `home` ----

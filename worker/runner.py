@@ -319,7 +319,7 @@ class JobRunner:
                 hyperparameters=job.hyperparameters,
                 device=job.device,
             )
-            data = self._uploaded_data(spec)
+            data = self._uploaded_data(spec, job.owner)
             if data is None:
                 data = load_data(spec, self.settings.resolved_data_dir)
             self._check_size(spec, data)
@@ -411,10 +411,11 @@ class JobRunner:
         return retry_while_unreachable(fn, *args, retry_seconds=self.settings.db_retry_seconds,
                                        **kwargs)
 
-    def _uploaded_data(self, spec: JobSpec):
-        """Uploaded datasets live in the database so any worker can read them; built-in ones
-        are loaded by fit() itself from the package or the data directory."""
-        raw = self.store.get_dataset_data(spec.dataset)
+    def _uploaded_data(self, spec: JobSpec, owner: str):
+        """Uploaded datasets live in the database so any worker can read them, each under its
+        owner's name (a job trains on its own user's upload); built-in ones are loaded from the
+        package or the data directory."""
+        raw = self.store.get_dataset_data(spec.dataset, owner)
         if raw is None:
             return None
         hp = spec.hyperparameters

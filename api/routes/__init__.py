@@ -1,14 +1,20 @@
 """One router per resource; `api.main.create_app` includes them all."""
 
-from api.routes import catalogue, compare, dashboard, datasets, health, jobs
+from api.routes import auth, catalogue, compare, dashboard, datasets, health, jobs
 
-ROUTERS = (
+# Behind an API key or dashboard session (api/auth.py).
+PROTECTED_ROUTERS = (
     jobs.router,
     compare.router,
     catalogue.router,
     datasets.router,
+)
+# /healthz for load balancers, the dashboard's static shell (it holds no data, and shows the
+# sign-in form), and /auth, whose routes check credentials themselves.
+PUBLIC_ROUTERS = (
     health.router,
+    auth.router,
     dashboard.router,  # before the /static mount: it serves /static/vendor/plotly.min.js
 )
 
-__all__ = ["ROUTERS"]
+__all__ = ["PROTECTED_ROUTERS", "PUBLIC_ROUTERS"]

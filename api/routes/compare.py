@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
+from api.auth import PrincipalDep
 from api.deps import MAX_ID, StoreDep, invalid
 from api.schemas import (
     CompareOut,
@@ -60,6 +61,13 @@ def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
     return keys
 
 
+def visible_jobs(store: Any, principal: Any, job_ids: list[int]) -> dict[int, Any]:
+    """The jobs among `job_ids` that exist and the caller may see: another user's run is
+    "not found", exactly like a missing one."""
+    jobs = store.get_jobs(i for i in job_ids if 1 <= i <= MAX_ID)
+    return {i: job for i, job in jobs.items() if principal.can_see(job.owner)}
+
+
 @router.get(
     "",
     response_model=CompareOut,
@@ -68,6 +76,7 @@ def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
 )
 def compare(
     store: StoreDep,
+    principal: PrincipalDep,
     ids: Annotated[
         str,
         Query(max_length=30_000, description="Comma-separated job ids, 2 to 1000.",
@@ -75,7 +84,7 @@ def compare(
     ],
 ) -> dict[str, Any]:
     job_ids = _parse_ids(ids)
-    jobs = store.get_jobs(i for i in job_ids if 1 <= i <= MAX_ID)
+    jobs = visible_jobs(store, principal, job_ids)
     missing = [i for i in job_ids if jobs.get(i) is None]
     if missing:
         shown = ", ".join(str(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
@@ -163,6 +172,7 @@ def _parse_run_ids(raw: str) -> list[int]:
 )
 def compare_series(
     store: StoreDep,
+    principal: PrincipalDep,
     ids: Annotated[
         str,
         Query(
@@ -197,7 +207,7 @@ def compare_series(
             check_storable_json(wanted)
         except ValueError as exc:
             raise invalid(("query", "names"), str(exc)) from exc
-    jobs = store.get_jobs(i for i in job_ids if 1 <= i <= MAX_ID)
+    jobs = visible_jobs(store, principal, job_ids)
     missing = [i for i in job_ids if i not in jobs]
     if missing:
         shown = ", ".join(str(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")

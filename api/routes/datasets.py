@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 
+from api.auth import PrincipalDep
 from api.deps import SettingsDep, StoreDep, invalid
 from api.schemas import UNPARSABLE_BODY, DatasetOut, ErrorOut, check_storable
 from db.store import Conflict
@@ -43,27 +44,30 @@ def _uploaded_out(record: Any) -> DatasetOut:
         source="uploaded",
         size_bytes=record.size,
         description=record.description or "",
+        owner=record.owner,
     )
 
 
-def available_datasets(settings: Settings, store: Any) -> list[DatasetOut]:
-    return _builtin(settings) + [_uploaded_out(r) for r in store.list_datasets()]
+def available_datasets(settings: Settings, store: Any, owner: str | None) -> list[DatasetOut]:
+    """The built-in datasets and the uploads of `owner` (None: everyone's, for admins)."""
+    return _builtin(settings) + [_uploaded_out(r) for r in store.list_datasets(owner)]
 
 
-def find_dataset(name: str, settings: Settings, store: Any) -> DatasetOut | None:
-    """A built-in dataset present on this machine, else an uploaded one, else None."""
+def find_dataset(name: str, settings: Settings, store: Any, owner: str) -> DatasetOut | None:
+    """A built-in dataset present on this machine, else the owner's upload, else None."""
     for dataset in _builtin(settings):
         if dataset.name == name:
             return dataset
     if not NAME_PATTERN.match(name):  # no upload can have it: spare the database the query
         return None
-    record = store.get_dataset(name)
+    record = store.get_dataset(name, owner)
     return _uploaded_out(record) if record is not None else None
 
 
 @router.get("", response_model=list[DatasetOut], summary="Datasets jobs can train on")
-def list_datasets(settings: SettingsDep, store: StoreDep) -> list[DatasetOut]:
-    return available_datasets(settings, store)
+def list_datasets(settings: SettingsDep, store: StoreDep,
+                  principal: PrincipalDep) -> list[DatasetOut]:
+    return available_datasets(settings, store, principal.owner_filter)
 
 
 @router.post(
@@ -80,6 +84,7 @@ def list_datasets(settings: SettingsDep, store: StoreDep) -> list[DatasetOut]:
 def upload_dataset(
     settings: SettingsDep,
     store: StoreDep,
+    principal: PrincipalDep,
     name: Annotated[
         str, Form(description="^[a-z0-9][a-z0-9_-]{0,63}$", examples=["shakespeare-small"])
     ],
@@ -117,7 +122,8 @@ def upload_dataset(
 
     try:
         record = store.add_dataset(
-            name=name, kind="text", data=text.encode("utf-8"), description=description
+            name=name, kind="text", data=text.encode("utf-8"), description=description,
+            owner=principal.owner,
         )
     except Conflict as exc:
         raise HTTPException(status_code=409, detail=f"a dataset named {name!r} exists") from exc

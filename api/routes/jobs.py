@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 
+from api.auth import PrincipalDep
 from api.deps import (
     MAX_ID,
     CeleryDep,
@@ -71,11 +72,12 @@ def job_out(job: Any) -> dict[str, Any]:
     }
 
 
-def _validated_spec(body: JobCreate, settings: Any, store: Any) -> dict[str, Any]:
-    """Check the job against the catalogue and the datasets; return the filled hyperparameters."""
+def _validated_spec(body: JobCreate, settings: Any, store: Any, owner: str) -> dict[str, Any]:
+    """Check the job against the catalogue and the datasets (built-in ones and the owner's
+    uploads); return the filled hyperparameters."""
     try:
         hyperparameters = validate_hyperparameters(body.model, body.hyperparameters)
-        dataset = find_dataset(body.dataset, settings, store)
+        dataset = find_dataset(body.dataset, settings, store, owner)
         if dataset is None:
             raise SpecError(
                 "dataset",
@@ -100,6 +102,7 @@ def _validated_spec(body: JobCreate, settings: Any, store: Any) -> dict[str, Any
     response_model=JobDetail,
     responses={
         **UNPARSABLE_BODY,
+        429: {"model": ErrorOut, "description": "The user has as many queued jobs as allowed."},
         200: {"model": JobDetail,
               "description": "A retry: the job that the first request with this Idempotency-Key "
               "created."},
@@ -111,6 +114,7 @@ def submit_job(
     store: StoreDep,
     settings: SettingsDep,
     celery: CeleryDep,
+    principal: PrincipalDep,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -121,11 +125,16 @@ def submit_job(
         ),
     ] = None,
 ) -> dict[str, Any]:
-    hyperparameters = _validated_spec(body, settings, store)
+    owner = principal.owner
+    hyperparameters = _validated_spec(body, settings, store, owner)
     spec = {"model": body.model, "dataset": body.dataset, "hyperparameters": hyperparameters,
             "device": body.device, "name": body.name}
+    retry = idempotency_key is not None and store.get_job_by_idempotency_key(
+        idempotency_key, owner) is not None
+    if not retry:
+        _check_queue_cap(store, settings, owner)
     if idempotency_key is not None:
-        job, created = store.create_job_once(idempotency_key, **spec)
+        job, created = store.create_job_once(idempotency_key, owner=owner, **spec)
         if not created and _differs(job, spec):
             raise invalid(
                 ("header", "Idempotency-Key"),
@@ -139,13 +148,26 @@ def submit_job(
             return {**job_out(job), "latest_metrics": store.latest_metrics(job.id),
                     "infra_failures": job.infra_failures}
     else:
-        job = store.create_job(**spec)
+        job = store.create_job(owner=owner, **spec)
     try:
         enqueue_job(celery, job.id, job.device)
     except Exception as exc:  # noqa: BLE001 - the broker being down must not fail the request
         # The database is the truth: the job stays queued and the reconciler re-sends it.
         log.warning("job %s saved as queued but not sent to the broker: %r", job.id, exc)
     return {**job_out(job), "latest_metrics": {}}
+
+
+def _check_queue_cap(store: Any, settings: Any, owner: str) -> None:
+    """One user cannot fill the queue: at most TRAINYARD_MAX_QUEUED_JOBS_PER_USER waiting."""
+    cap = settings.max_queued_jobs_per_user
+    queued = store.count_jobs(owner, ["queued"])
+    if queued >= cap:
+        raise HTTPException(
+            status_code=429,
+            detail=f"{owner} has {queued} queued jobs; the limit is {cap} "
+            "(TRAINYARD_MAX_QUEUED_JOBS_PER_USER): wait for some to start, or cancel some",
+            headers={"Retry-After": "30"},
+        )
 
 
 def _differs(job: Any, spec: dict[str, Any]) -> bool:
@@ -171,6 +193,7 @@ def _best_metric(bests: dict[str, float | None]) -> dict[str, Any] | None:
 @router.get("", response_model=JobList, summary="List jobs, newest first")
 def list_jobs(
     store: StoreDep,
+    principal: PrincipalDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     model: Annotated[str | None, Query(description="Only jobs of this model.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -194,10 +217,12 @@ def list_jobs(
         # Keyset: each page is an index range from its edge, as fast deep in the list as at
         # its top, and stable while new jobs arrive.
         jobs, total, offset = store.list_jobs_keyset(
-            status=status, model=model, limit=limit, before=before, after=after
+            status=status, model=model, limit=limit, before=before, after=after,
+            owner=principal.owner_filter,
         )
     else:
-        jobs, total = store.list_jobs(status=status, model=model, limit=limit, offset=offset)
+        jobs, total = store.list_jobs(status=status, model=model, limit=limit, offset=offset,
+                                      owner=principal.owner_filter)
     bests = store.best_metrics([job.id for job in jobs], HEADLINE_METRICS)
     items = [
         {**job_out(job), "best_metric": _best_metric(bests.get(job.id, {}))} for job in jobs

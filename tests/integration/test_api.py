@@ -612,7 +612,7 @@ def test_upload_text_dataset_then_train_a_language_model_on_it(client, store, ap
     created = response.json()
     assert created == {"name": "my-corpus", "kind": "text", "source": "uploaded",
                        "size_bytes": len(CORPUS.encode()), "examples": None,
-                       "description": "Dickens"}
+                       "description": "Dickens", "owner": "local"}
     assert store.get_dataset_data("my-corpus").decode() == CORPUS  # any worker can read it
 
     listed = {d["name"]: d for d in client.get("/datasets").json()}

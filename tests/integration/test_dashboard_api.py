@@ -285,8 +285,10 @@ def test_rollups_follow_rewritten_points(store):
         assert_series_equal(got[job_id]["train_loss"], reference_series(by_name["train_loss"], 50))
 
 
-def test_migration_0004_summarises_the_points_already_stored(sqlite_url):
-    """Upgrading a database that already holds metrics fills metric_rollups from them."""
+def test_upgrading_keeps_the_points_and_summarises_them(sqlite_url):
+    """Upgrading a database that already holds metrics keeps them (SQLite rebuilds `jobs` in
+    0005: with foreign keys on, that would cascade-delete every metric) and fills
+    metric_rollups from them (0004)."""
     from alembic import command
     from alembic.config import Config
 

@@ -3,7 +3,7 @@
 // js/dom.js); there is no inline script and no markup built from strings.
 "use strict";
 
-import { api, ApiError, API_BASE, poll } from "./js/api.js";
+import { api, ApiError, API_BASE, poll, session } from "./js/api.js";
 import {
   ACTIVE, fmtDuration, fmtMetric, h, jobDuration, METRIC_SHORT, progressBar, scrollTable,
   setText, statusBadge, updateProgress,
@@ -48,8 +48,7 @@ export function showError(message) {
   banner.hidden = false;
 }
 
-async function route() {
-  const { path, params } = parseHash();
+function leaveView() {
   if (unmount) {
     try {
       unmount();
@@ -62,6 +61,16 @@ async function route() {
   const view = document.getElementById("view");
   view.replaceChildren();
   view.dataset.state = "loading";
+  return view;
+}
+
+async function route() {
+  const { path, params } = parseHash();
+  if (!session.owner) {
+    showSignIn();
+    return;
+  }
+  const view = leaveView();
   const match = routes.map((r) => [r, path.match(r.pattern)]).find(([, m]) => m);
   for (const link of document.querySelectorAll("[data-nav]")) {
     link.classList.toggle("active", Boolean(match) && link.dataset.nav === match[0].nav);
@@ -82,8 +91,79 @@ async function route() {
   }
 }
 
+// ---- who am I: API key sign-in -------------------------------------------------------------
+
+function showUser() {
+  const who = document.getElementById("who");
+  const signOut = document.getElementById("sign-out");
+  setText(who, session.owner ? `${session.owner}${session.isAdmin && session.via !== "local" ? " (admin)" : ""}` : "");
+  who.hidden = !session.owner || session.via === "local";
+  signOut.hidden = session.via !== "session";
+}
+
+async function loadSession() {
+  try {
+    const me = await api("auth/session");
+    Object.assign(session, { owner: me.owner, isAdmin: me.is_admin, via: me.via, csrf: me.csrf_token,
+      keysRequired: me.keys_required });
+  } catch (exc) {
+    if (!(exc instanceof ApiError) || exc.status !== 401) throw exc;
+    Object.assign(session, { owner: null, isAdmin: false, via: null, csrf: null, keysRequired: true });
+  }
+  showUser();
+}
+
+function showSignIn() {
+  const view = leaveView();
+  const key = h("input", { type: "password", id: "signin-key", name: "key", required: true,
+    autocomplete: "current-password", placeholder: "ty_…", "aria-label": "API key" });
+  const problem = h("p", { class: "field-error", id: "signin-error", role: "alert" });
+  const form = h("form", { class: "card signin", id: "signin", on: { submit: async (e) => {
+    e.preventDefault();
+    setText(problem, "");
+    try {
+      const me = await api("auth/session", { method: "POST", body: { key: key.value.trim() } });
+      Object.assign(session, { owner: me.owner, isAdmin: me.is_admin, via: me.via, csrf: me.csrf_token,
+        keysRequired: me.keys_required });
+      key.value = "";
+      showUser();
+      route();
+    } catch (exc) {
+      setText(problem, exc.status === 401 ? "That key is not valid (or was revoked)." : exc.message);
+    }
+  } } },
+  h("h1", { text: "Sign in" }),
+  h("p", {}, "This Trainyard asks for an API key. Ask whoever runs it for one; on the server, ",
+    h("code", { text: "trainyard keys create --name <you>" }), " makes one."),
+  h("label", { class: "field" }, h("span", { text: "API key" }), key),
+  problem,
+  h("button", { type: "submit", class: "btn btn-primary", text: "Sign in" }));
+  view.append(form);
+  view.dataset.state = "signin";
+  key.focus();
+}
+
+async function signOut() {
+  try {
+    await api("auth/session", { method: "DELETE" });
+  } catch (exc) {
+    console.warn("sign out", exc);
+  }
+  Object.assign(session, { owner: null, isAdmin: false, via: null, csrf: null });
+  showUser();
+  showSignIn();
+}
+
+window.addEventListener("trainyard:signed-out", () => {
+  if (!session.owner) return;
+  Object.assign(session, { owner: null, isAdmin: false, via: null, csrf: null });
+  showUser();
+  showSignIn();
+});
 window.addEventListener("hashchange", route);
-route(); // a module script runs once the document is parsed
+document.getElementById("sign-out").addEventListener("click", signOut);
+// A module script runs once the document is parsed.
+loadSession().then(route, (exc) => showError(`Cannot reach the API: ${exc.message}`));
 
 // ---- jobs page ---------------------------------------------------------------------------
 

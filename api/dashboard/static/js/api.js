@@ -11,6 +11,10 @@ export class ApiError extends Error {
   }
 }
 
+// Who the page acts for (GET auth/session). A signed-in page holds an HttpOnly session cookie it
+// cannot read; the CSRF token it can read must go with every request that changes something.
+export const session = { owner: null, isAdmin: false, via: null, csrf: null, keysRequired: false };
+
 export function apiUrl(path) {
   return new URL(path.replace(/^\//, ""), API_BASE);
 }
@@ -21,7 +25,11 @@ export async function api(path, { method = "GET", body, signal } = {}) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(apiUrl(path), options);
+  if (method !== "GET" && session.csrf) options.headers["X-CSRF-Token"] = session.csrf;
+  const response = await fetch(apiUrl(path), options); // same origin: the cookie goes along
+  if (response.status === 401 && path !== "auth/session") {
+    window.dispatchEvent(new CustomEvent("trainyard:signed-out"));
+  }
   let data = null;
   const type = response.headers.get("content-type") || "";
   if (type.includes("application/json")) data = await response.json();
