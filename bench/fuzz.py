@@ -4,13 +4,15 @@
     .venv/bin/python bench/fuzz.py --examples 200 --seed 7  # a quicker run, another seed
     .venv/bin/python bench/fuzz.py --no-stateful            # each operation alone only
 
-The larger sibling of tests/integration/test_fuzz.py: the same app (`create_app` on a SQLite
-file and the embedded file-system broker under a temporary home, no worker, so submitted jobs
-stay queued), the same seeded rows (jobs 1-3 with metrics, a text and a checkpoint; an uploaded
-dataset) and the same four checks on every answer: no server error (no 5xx, no exception out of
-the app), a declared status code, a declared Content-Type, a body that validates against the
-declared schema. The requests go in-process over ASGI, as in the test: the figures are about
-what the API answers, not about HTTP parsing, and no job would be trained meanwhile.
+The larger sibling of tests/integration/test_fuzz.py, built by the same function
+(`build_fuzz_app`): `create_app` on a SQLite file and the embedded file-system broker under a
+temporary home (no worker, so submitted jobs stay queued), API keys required, every request
+signed in with a non-admin user's key, that user's jobs 1-3 (metrics, a text, a checkpoint) and
+uploaded dataset seeded, plus another user's job 4. The same four checks on every answer: no
+server error (no 5xx, no exception out of the app), a declared status code, a declared
+Content-Type, a body that validates against the declared schema. The requests go in-process
+over ASGI, as in the test: the figures are about what the API answers, not about HTTP parsing,
+and no job would be trained meanwhile.
 
 The run is schemathesis's own engine (what `schemathesis run` drives), phase by phase:
 examples (those the schema gives), coverage (boundaries, missing and mistyped parameters,
@@ -48,23 +50,13 @@ CHECKS = (
     "response_schema_conformance",
 )
 PHASES = ("examples", "coverage", "fuzzing")
-# Headers sent with every request. None are needed today; when authentication lands, put
-# {"Authorization": "Bearer <key>"} here (or pass --header), as the test's `fuzz_headers` does.
-HEADERS: dict[str, str] = {}
 
 
-def build_app(home: Path) -> Any:
-    from api.main import create_app
-    from db.store import Store
-    from tests.integration.test_fuzz import seed_rows
-    from trainyard.settings import Settings
+def build_app(home: Path) -> tuple[Any, dict[str, str]]:
+    """The test's app and the headers that sign a request in (an API key)."""
+    from tests.integration.test_fuzz import build_fuzz_app
 
-    settings = Settings(home=home / "home", database_url=None, broker_url=None,
-                        data_dir=home / "data")
-    with Store(settings.resolved_database_url) as store:
-        store.migrate()
-        seed_rows(store)
-    return create_app(settings)
+    return build_fuzz_app(home)
 
 
 def engine_config(args: argparse.Namespace, headers: dict[str, str]) -> Any:
@@ -150,7 +142,7 @@ class Tally:
         })
 
 
-def run(args: argparse.Namespace, headers: dict[str, str]) -> tuple[Tally, float]:
+def run(args: argparse.Namespace, extra_headers: dict[str, str]) -> tuple[Tally, float]:
     import schemathesis
     from schemathesis.engine import events, from_schema
     from schemathesis.python import asgi
@@ -158,9 +150,11 @@ def run(args: argparse.Namespace, headers: dict[str, str]) -> tuple[Tally, float
     home = Path(tempfile.mkdtemp(prefix="trainyard-bench-fuzz-"))
     tally = Tally()
     try:
-        app = build_app(home)
-        schema = schemathesis.openapi.from_asgi("/openapi.json", app,
-                                                config=engine_config(args, headers))
+        app, headers = build_app(home)
+        headers = {**headers, **extra_headers}
+        # /openapi.json itself wants the key when keys are required.
+        schema = schemathesis.openapi.from_asgi(
+            "/openapi.json", app, config=engine_config(args, headers), headers=headers)
         started = time.perf_counter()
         try:
             for event in from_schema(schema).execute():
@@ -186,7 +180,7 @@ def run(args: argparse.Namespace, headers: dict[str, str]) -> tuple[Tally, float
 
 
 def parse_headers(values: list[str]) -> dict[str, str]:
-    headers = dict(HEADERS)
+    headers: dict[str, str] = {}
     for value in values:
         name, sep, content = value.partition(":")
         if not sep or not name.strip():
@@ -203,7 +197,8 @@ def main() -> None:
     parser.add_argument("--no-stateful", dest="stateful", action="store_false",
                         help="skip the stateful phase (sequences of calls)")
     parser.add_argument("--header", action="append", default=[],
-                        help="'Name: value' sent with every request (repeatable)")
+                        help="'Name: value' sent with every request, on top of (or instead "
+                        "of) the built-in user's Authorization (repeatable)")
     parser.add_argument("--out", default="fuzz", help="results file name, without .json")
     args = parser.parse_args()
     headers = parse_headers(args.header)
@@ -215,7 +210,8 @@ def main() -> None:
     import schemathesis
 
     parameters = {"examples": args.examples, "seed": args.seed, "stateful": args.stateful,
-                  "checks": list(CHECKS), "headers": sorted(headers),
+                  "checks": list(CHECKS), "extra_headers": sorted(headers),
+                  "identity": "a non-admin user's API key, keys required",
                   "schemathesis": schemathesis.__version__, "hypothesis": hypothesis.__version__,
                   "transport": "in-process ASGI", "database": "SQLite",
                   "broker": "embedded file system"}

@@ -23,7 +23,7 @@ from api.auth import (
     keys_required,
 )
 from api.deps import SettingsDep, StoreDep
-from api.schemas import ErrorOut
+from api.schemas import UNPARSABLE_BODY, ErrorOut
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -53,7 +53,7 @@ def _session_out(principal: Any, settings: Any) -> SessionOut:
     "/session",
     status_code=201,
     response_model=SessionOut,
-    responses=UNAUTHORIZED,
+    responses={**UNAUTHORIZED, **UNPARSABLE_BODY},
     summary="Sign the dashboard in with an API key (sets the session cookie)",
 )
 def sign_in(body: SignIn, request: Request, response: Response, store: StoreDep,

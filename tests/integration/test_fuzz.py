@@ -11,9 +11,12 @@ invalid. Every answer must be:
 - a body that validates against the schema declared for that status.
 
 The app is the real one (`create_app`) on a SQLite file and the embedded file-system broker
-under a temporary home (no worker: submitted jobs stay queued), seeded with jobs that have
-metrics, texts and a checkpoint, and an uploaded dataset, so that ids hit real rows as well as
-missing ones. The larger run is bench/fuzz.py; its figures are in bench/README.md.
+under a temporary home (no worker: submitted jobs stay queued), with API keys required, as on
+any public address. Every request carries the `fuzz_headers`: a non-admin user's key. Its jobs
+(metrics, texts, a checkpoint) and its uploaded dataset are seeded, and another user's job
+too, so that ids hit the caller's rows, someone else's (404) and missing ones. Requests without
+a key, and sessions, are tests/integration/test_auth.py's business. The larger run is
+bench/fuzz.py; its figures are in bench/README.md.
 
 Not fuzzed, because they are not in the schema: the dashboard's page and its static files
 (`include_in_schema=False`, HTML and JavaScript, no parameters). No route streams forever.
@@ -37,6 +40,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from api.auth import new_api_key
 from api.main import create_app
 from db.store import Store
 from trainyard.settings import Settings
@@ -49,16 +53,17 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
+FUZZ_USER = "fuzzer"  # the API key every fuzzed request carries is this user's
 
 
-def seed_rows(store: Store) -> None:
-    """Jobs 1-3 and an uploaded dataset (bench/fuzz.py seeds the same rows).
+def seed_rows(store: Store, owner: str = FUZZ_USER) -> None:
+    """Jobs 1-4 and an uploaded dataset (bench/fuzz.py seeds the same rows).
 
-    1: a finished MLP run with metrics (one NaN), a sampled text and a checkpoint;
-    2: a queued RNN-LM job on the uploaded corpus; 3: a running CNN job.
+    `owner`'s: 1, a finished MLP run with metrics (one NaN), a sampled text and a checkpoint;
+    2, a queued RNN-LM job on the uploaded corpus; 3, a running CNN job. 4: another user's.
     """
     done = store.create_job("mlp", "digits", {"epochs": 2, "lr": 0.01}, device="cpu",
-                            name="fuzz-mlp")
+                            name="fuzz-mlp", owner=owner)
     store.claim_job(done.id, "fuzz-worker")
     store.add_metrics(done.id, [("train_loss", step, step // 5, 2.0 / (step + 1))
                                 for step in range(10)])
@@ -67,10 +72,30 @@ def seed_rows(store: Store) -> None:
     store.add_text(done.id, 1, 9, "sample", "to be or not")
     store.add_checkpoint(done.id, 1, 9, b"\x00checkpoint bytes", {"val_accuracy": 0.75})
     store.finish_job(done.id, "succeeded")
-    store.add_dataset("fuzz-corpus", "text", b"to be or not to be\n" * 20, "a tiny corpus")
-    store.create_job("rnn_lm", "fuzz-corpus", {"epochs": 1}, name="fuzz-queued")
-    running = store.create_job("cnn", "digits", {"epochs": 3})
+    store.add_dataset("fuzz-corpus", "text", b"to be or not to be\n" * 20, "a tiny corpus",
+                      owner=owner)
+    store.create_job("rnn_lm", "fuzz-corpus", {"epochs": 1}, name="fuzz-queued", owner=owner)
+    running = store.create_job("cnn", "digits", {"epochs": 3}, owner=owner)
     store.claim_job(running.id, "fuzz-worker")
+    store.create_job("mlp", "digits", {"epochs": 1}, name="not-yours", owner="someone-else")
+
+
+def build_fuzz_app(root: Path) -> tuple[Any, dict[str, str]]:
+    """The app under `root` (seeded, keys required) and the headers that sign a request in as
+    FUZZ_USER. The app owns its Store and Celery app: its lifespan closes them."""
+    # Explicit paths: TRAINYARD_* variables of the shell cannot point the app at real state.
+    app_settings = Settings(
+        home=root / "home", database_url=None, broker_url=None, data_dir=root / "data",
+        require_keys=True,
+        # Submitting stays possible for the whole run; the cap itself is test_auth's.
+        max_queued_jobs_per_user=1_000_000,
+    )
+    with Store(app_settings.resolved_database_url) as store:
+        store.migrate()
+        seed_rows(store)
+        key, prefix, digest = new_api_key()
+        store.add_api_key(FUZZ_USER, prefix, digest)
+    return create_app(app_settings), {"Authorization": f"Bearer {key}"}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -87,32 +112,28 @@ def openapi_document() -> dict[str, Any]:
         store.close()
 
 
-@pytest.fixture
-def fuzz_headers() -> dict[str, str]:
-    """Headers sent with every fuzzed request. None are needed today.
-
-    When authentication lands, return {"Authorization": "Bearer <a key made for the test>"}
-    here, so that the fuzzer reaches the routes instead of stopping at 401s (and add a separate
-    check that requests without it are refused)."""
-    return {}
-
-
 @pytest.fixture(scope="module")
-def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    root = tmp_path_factory.mktemp("fuzz")
-    # Explicit paths: TRAINYARD_* variables of the shell cannot point the app at real state.
-    app_settings = Settings(home=root / "home", database_url=None, broker_url=None,
-                            data_dir=root / "data")
-    with Store(app_settings.resolved_database_url) as store:
-        store.migrate()
-        seed_rows(store)
-    app = create_app(app_settings)  # owns its Store and Celery app: closed by its lifespan
+def fuzz_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict]]:
+    app, headers = build_fuzz_app(tmp_path_factory.mktemp("fuzz"))
     try:
-        yield app
+        yield app, headers
     finally:
         # schemathesis starts the app's lifespan on the first request and keeps it for the
         # process; end it here, so the app closes its database before the folder goes away.
         asgi.shutdown_lifespans()
+
+
+@pytest.fixture
+def fuzz_app(fuzz_service: tuple[Any, dict]) -> Any:
+    return fuzz_service[0]
+
+
+@pytest.fixture
+def fuzz_headers(fuzz_service: tuple[Any, dict]) -> dict[str, str]:
+    """Headers sent with every fuzzed request: FUZZ_USER's API key (Authorization: Bearer),
+    so that the fuzzer reaches the routes instead of stopping at 401s. Change the identity the
+    fuzzer acts as here, and only here."""
+    return dict(fuzz_service[1])
 
 
 schema = schemathesis.openapi.from_dict(
