@@ -111,6 +111,17 @@ def traces_drawn(page, selector: str) -> int:
     return page.eval_on_selector(selector, "el => el.querySelectorAll('g.trace').length")
 
 
+def wait_js(page, expression: str, timeout: float = 20_000) -> None:
+    """Wait until a JavaScript expression is true, polled from here: Playwright's own
+    wait_for_function compiles its predicate with eval() in the page, which the dashboard's
+    Content-Security-Policy (no unsafe-eval) rightly refuses."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        time.sleep(0.05)
+
+
 def wait_for(predicate, timeout: float = 120, message: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -168,7 +179,7 @@ def test_submit_form_shows_api_errors_inline_then_opens_the_job_and_draws_it(bro
     assert XSS_NAME in title  # shown as text...
     assert page.locator("img").count() == 0  # ...and never turned into an element
     assert page.inner_text(".badge") == "succeeded"
-    page.wait_for_function("document.querySelector('#chart-loss g.trace') !== null")
+    wait_js(page, "document.querySelector('#chart-loss g.trace') !== null")
     assert traces_drawn(page, "#chart-loss") == 2  # train loss per step, val loss per epoch
     assert traces_drawn(page, "#chart-headline") == 1
     assert traces_drawn(page, "#chart-grad") >= 3  # one per layer
@@ -189,7 +200,7 @@ def test_submit_form_shows_api_errors_inline_then_opens_the_job_and_draws_it(bro
 
     phone = Page(browser, service, PHONE)
     page = phone.open(f"#/jobs/{job_id}")
-    page.wait_for_function("document.querySelector('#chart-loss g.trace') !== null")
+    wait_js(page, "document.querySelector('#chart-loss g.trace') !== null")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     phone.shot("04-job-390")
     phone.close()
@@ -206,7 +217,7 @@ def test_jobs_page_updates_live_filters_and_cancels(browser, service):
     row = f'#jobs tr[data-job-id="{long_job["id"]}"]'
     page.wait_for_selector(row, timeout=10_000)
     page.wait_for_selector(f"{row} .badge.status-running", timeout=60_000)
-    page.wait_for_function(
+    wait_js(page, 
         f"document.querySelector('{row} .progress-label').textContent.includes('ETA')",
         timeout=30_000)
     assert "epoch" in page.inner_text(f"{row} .progress-label")
@@ -218,7 +229,7 @@ def test_jobs_page_updates_live_filters_and_cancels(browser, service):
 
     page.select_option("#filter-status", "succeeded")
     tab.ready()
-    page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length === 1")
+    wait_js(page, "document.querySelectorAll('#jobs tbody tr').length === 1")
     assert "succeeded" in page.inner_text("#jobs tbody")
     assert "#/?status=succeeded" in page.url
     page.select_option("#filter-model", "cnn")
@@ -250,7 +261,7 @@ def test_compare_two_runs_named_by_what_differs(browser, service):
     tab.ready()
     assert page.url.endswith(f"#/compare?ids={relu['id']}%2C{sigmoid['id']}")
     for chart in ("#compare-chart-a", "#compare-chart-b", "#compare-scatter"):
-        page.wait_for_function(f"document.querySelector('{chart} g.trace') !== null")
+        wait_js(page, f"document.querySelector('{chart} g.trace') !== null")
     assert traces_drawn(page, "#compare-chart-a") == 2
     legend = page.eval_on_selector_all("#compare-chart-a .legendtext", "els => els.map(e => e.textContent)")
     assert legend == [f"#{relu['id']} activation=relu", f"#{sigmoid['id']} activation=sigmoid"]
@@ -281,7 +292,7 @@ def test_compare_two_runs_named_by_what_differs(browser, service):
 
     phone = Page(browser, service, PHONE)
     page = phone.open(f"#/compare?ids={relu['id']},{sigmoid['id']}")
-    page.wait_for_function("document.querySelector('#compare-chart-a g.trace') !== null")
+    wait_js(page, "document.querySelector('#compare-chart-a g.trace') !== null")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     phone.shot("07-compare-390")
     page = phone.open()
@@ -378,8 +389,67 @@ def test_job_page_shows_sampled_texts_error_and_attempts(browser, service):
         assert (attempt["worker"] or "–") in row.inner_text()
     assert "lm <b>bold</b>" in page.inner_text("h1.job-title")
     assert page.locator("img, script:not([src]), h1 b").count() == 0
-    page.wait_for_function("document.querySelector('#chart-headline g.trace') !== null")
+    wait_js(page, "document.querySelector('#chart-headline g.trace') !== null")
     assert "perplexity" in page.inner_text("#chart-headline").lower() or traces_drawn(
         page, "#chart-headline") == 1
     tab.shot("12-job-lm-failed-1280")
     tab.close()
+
+
+def test_sign_in_with_an_api_key_then_submit_and_sign_out(browser, tmp_path):
+    """A service that requires keys: the page asks for one, refuses a wrong one, and with a
+    right one works as usual (the form's POST carries the session's CSRF token); each user
+    sees only their own jobs; signing out asks again."""
+    admin_key = "admin-" + "k" * 40
+    secured = LocalService.embedded(tmp_path, {"TRAINYARD_REQUIRE_KEYS": "1",
+                                               "TRAINYARD_ADMIN_KEY": admin_key})
+    try:
+        secured.wait_healthy()
+        made = secured.cli("keys", "create", "--name", "alice")
+        assert made.returncode == 0, made.stderr
+        alice = made.stdout.strip().splitlines()[-1]
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        theirs = secured.http.post("/jobs", headers=admin, json={
+            "model": "mlp", "dataset": "digits", "name": "admins-run", "hyperparameters": SMALL})
+        assert theirs.status_code == 201
+
+        tab = Page(browser, secured)
+        page = tab.page
+        page.goto(tab.base)
+        page.wait_for_selector("#view[data-state=signin]")
+        assert "trainyard keys create" in page.inner_text("#signin")
+        tab.shot("13-sign-in-1280")
+        page.fill("#signin-key", "ty_not-a-key")
+        page.click("#signin button[type=submit]")
+        page.wait_for_selector("#signin-error:has-text('not valid')")
+        page.fill("#signin-key", alice)
+        page.click("#signin button[type=submit]")
+        tab.ready()
+        assert page.inner_text("#who") == "alice"
+        assert "No jobs yet" in page.inner_text("#view")  # the admin's job is not alice's
+        cookies = tab.context.cookies()
+        assert [c["name"] for c in cookies] == ["trainyard_session"]
+        assert cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
+        assert alice not in cookies[0]["value"]
+        assert page.evaluate("document.cookie") == ""  # the page's scripts cannot read it
+
+        page.goto(tab.base + "#/new")
+        tab.ready()
+        page.select_option("#model", "mlp")
+        page.fill("#hp-epochs", "1")
+        page.fill("#name", "alices-run")
+        page.click("#submit-job")
+        page.wait_for_selector("#view[data-status]")
+        job_id = int(re.search(r"#/jobs/(\d+)", page.url).group(1))
+        job = secured.http.get(f"/jobs/{job_id}", headers={"Authorization": f"Bearer {alice}"})
+        assert job.json()["name"] == "alices-run"
+        # another user's job is "not found" on the page too
+        page.goto(tab.base + f"#/jobs/{theirs.json()['id']}")
+        page.wait_for_selector(f"text=Job {theirs.json()['id']} does not exist")
+
+        page.click("#sign-out")
+        page.wait_for_selector("#view[data-state=signin]")
+        assert tab.context.cookies() == []
+        tab.close()
+    finally:
+        secured.stop()
