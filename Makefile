@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # another wheel: TORCH_SPEC="torch==2.13.0" is only the default.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: up test install install-test services browser clean
+.PHONY: up test install install-test services test-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,11 @@ up: install
 services:
 	bash scripts/ensure-services.sh
 
-# Debian's chromium for the dashboard's browser test (apt, when missing; never `playwright install`)
-browser:
-	bash scripts/install-browser.sh
+# Debian's chromium (browser tests; never `playwright install`) and docker-compose (compose file check)
+test-tools:
+	bash scripts/install-test-tools.sh
 
-test: install-test services browser
+test: install-test services test-tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

@@ -174,7 +174,7 @@ def bench_browser(url: str, run_ids: list[int]) -> dict:
     except ImportError:
         return {"skipped": "playwright is not installed"}
     if not Path(CHROMIUM).exists():
-        return {"skipped": f"{CHROMIUM} is missing (scripts/install-browser.sh)"}
+        return {"skipped": f"{CHROMIUM} is missing (scripts/install-test-tools.sh)"}
     out: dict = {}
     compare = f"{url}/#/compare?ids={run_ids[0]}-{run_ids[-1]}"
     with sync_playwright() as playwright:

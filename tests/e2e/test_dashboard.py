@@ -1,7 +1,7 @@
 """The dashboard in a real browser (issue 3): Debian's chromium driven by Playwright against a
 real `trainyard up` (API, dashboard and a worker; SQLite and the file-system queue).
 
-Never `playwright install`: the browser is /usr/bin/chromium (scripts/install-browser.sh puts
+Never `playwright install`: the browser is /usr/bin/chromium (scripts/install-test-tools.sh puts
 it there). Without it, or without the playwright package, these tests skip with the reason, and
 fail under CI=true. Screenshots of every page, at 1280x800 and 390 px wide, are saved in
 tests/artifacts/screenshots/ (ignored by git) for a reviewer to look at.
@@ -44,7 +44,7 @@ def browser():
     except ImportError:
         _unavailable("the playwright package is missing: pip install -e '.[test]'")
     if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing: run scripts/install-browser.sh "
+        _unavailable(f"{CHROMIUM} is missing: run scripts/install-test-tools.sh "
                      "(apt-get install chromium) as root")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
