@@ -53,7 +53,8 @@ def _session_out(principal: Any, settings: Any) -> SessionOut:
     "/session",
     status_code=201,
     response_model=SessionOut,
-    responses={**UNAUTHORIZED, **UNPARSABLE_BODY},
+    responses={**UNAUTHORIZED, **UNPARSABLE_BODY,
+               413: {"model": ErrorOut, "description": "The body is over the size limit."}},
     summary="Sign the dashboard in with an API key (sets the session cookie)",
 )
 def sign_in(body: SignIn, request: Request, response: Response, store: StoreDep,
