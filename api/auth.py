@@ -146,6 +146,8 @@ def authenticate(request: Request) -> Principal | None:
     if token:
         found = store.find_web_session(hash_secret(token))
         if found is None:
+            if not keys_required(request.app.state.settings):
+                return None  # a stale cookie on a keyless service: as if there were none
             raise _unauthorized("your dashboard session has expired: sign in again")
         record, csrf_token = found
         principal = _from_key(record, "session", csrf_token)
@@ -160,6 +162,25 @@ def authenticate(request: Request) -> Principal | None:
     return None
 
 
+def _check_local_request(request: Request) -> None:
+    """Keyless access is for programs on this machine, not for web pages it visits.
+
+    A page on another site can make the browser send requests to 127.0.0.1 (a form posting to
+    /jobs/1/cancel), or rebind its own host name to 127.0.0.1 to read the answers. So keyless
+    requests must name a loopback host, and a state-changing one from a browser must come from
+    a page of this service (its Origin header, which browsers always send on such requests).
+    """
+    host = (request.headers.get("host") or "").rsplit(":", 1)[0]
+    if host and not is_loopback(host):
+        raise HTTPException(status_code=403, detail=f"keyless access needs a loopback host, "
+                            f"not {host!r}: use 127.0.0.1, or an API key")
+    origin = request.headers.get("origin")
+    if request.method not in SAFE_METHODS and origin is not None:
+        if origin.split("://", 1)[-1] != request.headers.get("host", ""):
+            raise HTTPException(status_code=403,
+                                detail="cross-site request refused (Origin does not match Host)")
+
+
 def current_principal(request: Request) -> Principal:
     """Dependency of every protected route."""
     principal = authenticate(request)
@@ -171,6 +192,7 @@ def current_principal(request: Request) -> Principal:
             "an API key is required: send 'Authorization: Bearer <key>' "
             "(create one with `trainyard keys create --name <you>`) or sign in on the dashboard"
         )
+    _check_local_request(request)
     return Principal(owner=LOCAL_OWNER, is_admin=True, via="local")
 
 

@@ -33,5 +33,7 @@ def api_settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def client(store, api_settings: Settings) -> Iterator[TestClient]:
     app = create_app(api_settings, store=store)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    # A loopback host, as a local program would use: keyless access is refused for any other.
+    with TestClient(app, raise_server_exceptions=False,
+                    base_url="http://127.0.0.1:8000") as test_client:
         yield test_client

@@ -209,7 +209,7 @@ def test_submit_is_201_even_when_the_broker_is_down(store, api_settings, caplog)
         Settings(home=api_settings.home, broker_url="redis://127.0.0.1:1/0")
     )
     app = create_app(api_settings, store=store, celery_app=dead_broker)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
         with caplog.at_level(logging.WARNING):
             response = client.post("/jobs", json={"model": "mlp", "dataset": "digits"})
         assert response.status_code == 201, response.text

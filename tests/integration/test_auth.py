@@ -116,6 +116,24 @@ def test_keyless_on_loopback_acts_as_the_local_admin(client):
     assert client.post("/jobs", json={"model": "mlp", "dataset": "digits"}).status_code == 201
 
 
+def test_keyless_access_is_for_local_programs_not_web_pages(store, client):
+    """DNS rebinding (a foreign host name resolving to 127.0.0.1) and cross-site requests from
+    pages the user visits are refused; the dashboard's own requests pass."""
+    job = client.post("/jobs", json={"model": "mlp", "dataset": "digits"}).json()
+    rebound = client.get("/jobs", headers={"Host": "evil.example:8000"})
+    assert rebound.status_code == 403 and "loopback" in rebound.json()["detail"]
+    cross = client.post(f"/jobs/{job['id']}/cancel",
+                        headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403 and "cross-site" in cross.json()["detail"]
+    assert store.get_job(job["id"]).status == "queued"
+    own = client.post(f"/jobs/{job['id']}/cancel", headers={"Origin": "http://127.0.0.1:8000"})
+    assert own.status_code == 200
+    assert client.get("/jobs", headers={"Host": "localhost:8000"}).status_code == 200
+    # a stale dashboard cookie on a keyless service is ignored, not a dead end
+    client.cookies.set("trainyard_session", "stale")
+    assert client.get("/jobs").status_code == 200
+
+
 def test_a_key_sent_to_a_keyless_api_still_counts(store, client):
     key = make_key(store, "carol")
     assert client.get("/auth/session", headers=bearer(key)).json()["owner"] == "carol"

@@ -28,7 +28,7 @@ def limited_settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def limited_client(store, limited_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(limited_settings, store=store),
-                    raise_server_exceptions=False) as client:
+                    raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
         yield client
 
 
