@@ -697,47 +697,93 @@ class Store:
                 # executemany of one upsert: the driver batches it (psycopg pipelines it,
                 # SQLAlchemy packs rows into multi-row VALUES); ~20x faster than
                 # compiling big multi-row statements ourselves.
+                rewritten = self._stored_keys(s, job_id, rows)
                 s.connection().execute(self._metric_upsert, list(rows.values()))
-                spans: dict[str, tuple[int, int]] = {}
-                for name, step in rows:
-                    first, last = spans.get(name, (step, step))
-                    spans[name] = (min(first, step), max(last, step))
-                self._refresh_rollups(s, job_id, spans)
+                self._add_to_rollups(s, job_id, [r for k, r in rows.items() if k not in rewritten])
+                if rewritten:
+                    self._recompute_rollups(s, job_id, rewritten)
         except IntegrityError as exc:
             raise NotFound(f"job {job_id} does not exist") from exc
 
-    def _refresh_rollups(self, s: Session, job_id: int, spans: dict[str, tuple[int, int]]) -> None:
-        """Recompute the rollup rows of the blocks that hold steps first..last of each named
-        series, from the points themselves (so a rewritten point is summarised correctly)."""
-        B = ROLLUP_BLOCK_STEPS
-        blocks = {name: (first // B, last // B) for name, (first, last) in spans.items()}
-        s.execute(
-            delete(MetricRollup).where(
-                MetricRollup.job_id == job_id,
-                or_(*[and_(MetricRollup.name == name, MetricRollup.block.between(a, b))
-                      for name, (a, b) in blocks.items()]),
-            )
+    # Rollups (`metric_rollups`) are kept in the batch's own transaction. Appended points, the
+    # normal case, are added to their block's count/sum/min/max (one small upsert); the blocks of
+    # points written again (a resumed run repeating steps) are recomputed from the points.
+
+    @staticmethod
+    def _stored_keys(s: Session, job_id: int, rows: dict[tuple[str, int], Any]) -> set:
+        """Which (name, step) of the batch are stored already: one index range per name."""
+        steps = [step for _, step in rows]
+        stmt = select(Metric.name, Metric.step).where(
+            Metric.job_id == job_id,
+            Metric.name.in_(sorted({name for name, _ in rows})),
+            Metric.step.between(min(steps), max(steps)),
         )
-        block = Metric.step // B
-        summary = (
-            select(Metric.job_id, Metric.name, block, Metric.epoch, func.max(Metric.step),
-                   func.count(Metric.value), func.sum(Metric.value), func.min(Metric.value),
-                   func.max(Metric.value))
-            .where(
-                Metric.job_id == job_id,
-                or_(*[and_(Metric.name == name, Metric.step.between(a * B, b * B + B - 1))
-                      for name, (a, b) in blocks.items()]),
-            )
-            .group_by(Metric.job_id, Metric.name, block, Metric.epoch)
-        )
-        columns = ["job_id", "name", "block", "epoch", "last_step", "n", "total", "low", "high"]
-        insert = self._dialect_insert(MetricRollup.__table__).from_select(columns, summary)
-        # A zombie writer of the same job (lost lease, not yet dead) may have inserted the
-        # same keys since our delete: the upsert keeps this transaction from failing on them.
-        s.execute(insert.on_conflict_do_update(
+        return {key for key in map(tuple, s.execute(stmt)) if key in rows}
+
+    @functools.cached_property
+    def _rollup_add(self) -> Any:
+        """Upsert adding a batch's block summary to the stored one (NULL-safe min/max/sum)."""
+        table = MetricRollup.__table__
+        stmt = self._dialect_insert(table)
+        old, new = table.c, stmt.excluded
+
+        def merged(column: str, combine: Any) -> Any:
+            a, b = old[column], new[column]
+            return case((a.is_(None), b), (b.is_(None), a), else_=combine(a, b))
+
+        return stmt.on_conflict_do_update(
             index_elements=["job_id", "name", "block", "epoch"],
-            set_={c: getattr(insert.excluded, c) for c in columns[4:]},
-        ))
+            set_={
+                "last_step": case((new.last_step > old.last_step, new.last_step),
+                                  else_=old.last_step),
+                "n": old.n + new.n,
+                "total": merged("total", lambda a, b: a + b),
+                "low": merged("low", lambda a, b: case((b < a, b), else_=a)),
+                "high": merged("high", lambda a, b: case((b > a, b), else_=a)),
+            },
+        )
+
+    def _add_to_rollups(self, s: Session, job_id: int, points: list[dict[str, Any]]) -> None:
+        summaries: dict[tuple[str, int, int], dict[str, Any]] = {}
+        for p in points:
+            key = (p["name"], p["step"] // ROLLUP_BLOCK_STEPS, p["epoch"])
+            acc = summaries.get(key)
+            if acc is None:
+                acc = summaries[key] = {"job_id": job_id, "name": key[0], "block": key[1],
+                                        "epoch": key[2], "last_step": p["step"], "n": 0,
+                                        "total": None, "low": None, "high": None}
+            acc["last_step"] = max(acc["last_step"], p["step"])
+            value = p["value"]
+            if value is not None:
+                acc["n"] += 1
+                acc["total"] = value if acc["total"] is None else acc["total"] + value
+                acc["low"] = value if acc["low"] is None else min(acc["low"], value)
+                acc["high"] = value if acc["high"] is None else max(acc["high"], value)
+        if summaries:
+            s.connection().execute(self._rollup_add, list(summaries.values()))
+
+    def _recompute_rollups(self, s: Session, job_id: int, keys: set) -> None:
+        """Rewrite the rollup rows of the blocks holding `keys` from the stored points."""
+        B = ROLLUP_BLOCK_STEPS
+        blocks: dict[str, set[int]] = {}
+        for name, step in keys:
+            blocks.setdefault(name, set()).add(step // B)
+        for name, numbers in blocks.items():
+            first, last = min(numbers), max(numbers)
+            s.execute(delete(MetricRollup).where(
+                MetricRollup.job_id == job_id, MetricRollup.name == name,
+                MetricRollup.block.between(first, last)))
+            block = Metric.step // B
+            summary = (
+                select(Metric.job_id, Metric.name, block, Metric.epoch, func.max(Metric.step),
+                       func.count(Metric.value), func.sum(Metric.value), func.min(Metric.value),
+                       func.max(Metric.value))
+                .where(Metric.job_id == job_id, Metric.name == name,
+                       Metric.step.between(first * B, last * B + B - 1))
+                .group_by(Metric.job_id, Metric.name, block, Metric.epoch)
+            )
+            columns = ["job_id", "name", "block", "epoch", "last_step", "n", "total", "low", "high"]
+            s.execute(self._dialect_insert(MetricRollup.__table__).from_select(columns, summary))
 
     def get_metrics(
         self,

@@ -279,7 +279,15 @@ def test_rollups_follow_rewritten_points(store):
         start = len(points) // 3
         redo = [(s, e, rng.random()) for s, e, _ in points[start:start + 200]]
         store.add_metrics(job_id, [("train_loss", s, e, v, None) for s, e, v in redo])
-        by_name["train_loss"] = points[:start] + redo + points[start + 200:]
+        points = points[:start] + redo + points[start + 200:]
+        # a resumed run: its first batch repeats the last steps (one now NaN) and goes on past
+        last_step, last_epoch = points[-1][0], points[-1][1]
+        tail = [(s, e, rng.random()) for s, e, _ in points[-25:]]
+        tail[3] = (tail[3][0], tail[3][1], None)
+        tail += [(last_step + i, last_epoch + 1, rng.random()) for i in range(1, 40)]
+        store.add_metrics(job_id, [("train_loss", s, e, float("nan") if v is None else v, None)
+                                   for s, e, v in tail])
+        by_name["train_loss"] = points[:-25] + tail
     got = store.bulk_series(truth, ["train_loss"], 50)
     for job_id, by_name in truth.items():
         assert_series_equal(got[job_id]["train_loss"], reference_series(by_name["train_loss"], 50))
