@@ -2,7 +2,9 @@
 
 `create_app()` wires one Settings, one Store (the database is the truth) and one Celery app
 (the broker only carries "run job <id>") into the routers. Run it with
-`uvicorn --factory api.main:create_app`.
+`trainyard api --host H` (which tells the app its address, so it knows whether keys are
+required), or `uvicorn --factory api.main:create_app` with TRAINYARD_API_HOST set to the address
+uvicorn binds (or TRAINYARD_REQUIRE_KEYS=1).
 """
 
 from __future__ import annotations
