@@ -60,6 +60,7 @@ def test_secrets_come_from_an_env_file_that_is_not_committed(env_file, tmp_path)
     for name in SECRETS:
         assert f"\n{name}=\n" in example, f"{name}: listed in .env.example, and empty"
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()  # not in the build context
     tracked = subprocess.run(["git", "ls-files", ".env"], capture_output=True, text=True, cwd=ROOT)
     assert tracked.stdout.strip() == ""
     compose = (ROOT / "docker-compose.yml").read_text()
