@@ -124,6 +124,8 @@ class JobOut(BaseModel):
     progress: Progress
     attempts: int
     worker: str | None = Field(default=None, description="The worker running (or that last ran) it.")
+    owner: str = Field(default="local", description="The user who submitted it (its API key's "
+                       "owner; 'local' without a key).")
     error: str | None
     created_at: datetime
     started_at: datetime | None

@@ -65,6 +65,7 @@ def job_out(job: Any) -> dict[str, Any]:
         ),
         "attempts": job.attempts,
         "worker": job.worker,
+        "owner": job.owner,
         "error": job.error,
         "created_at": job.created_at,
         "started_at": job.started_at,

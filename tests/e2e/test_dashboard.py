@@ -450,6 +450,17 @@ def test_sign_in_with_an_api_key_then_submit_and_sign_out(browser, tmp_path):
         page.click("#sign-out")
         page.wait_for_selector("#view[data-state=signin]")
         assert tab.context.cookies() == []
+        # the admin sees everyone's jobs, each with its owner
+        page.fill("#signin-key", admin_key)
+        page.click("#signin button[type=submit]")
+        tab.ready()
+        assert page.inner_text("#who") == "admin (admin)"
+        page.goto(tab.base + "#/")  # signing in went back to the page it was on: alice's job
+        page.wait_for_selector(f"#jobs tr[data-job-id='{job_id}']")
+        row = page.locator(f"#jobs tr[data-job-id='{job_id}']")
+        assert row.locator(".owner").inner_text() == "by alice"
+        assert page.locator(f"#jobs tr[data-job-id='{theirs.json()['id']}'] .owner").inner_text() == ""
+        tab.shot("14-jobs-admin-1280")
         tab.close()
     finally:
         secured.stop()

@@ -204,6 +204,7 @@ def test_another_users_jobs_are_not_found(secured, keys, store):
     # the admin sees and may cancel everyone's
     listed = secured.get("/jobs", headers=bearer(keys["root"])).json()["items"]
     assert [j["id"] for j in listed] == [other, jid]
+    assert {j["owner"] for j in listed} == {"alice"}
     assert secured.post(f"/jobs/{jid}/cancel", headers=bearer(keys["root"])).status_code == 200
 
 

@@ -186,10 +186,11 @@ function jobRow(job, onCancel, onSelect) {
     on: { click: () => onCancel(job.id, cancel) },
   });
   const nameLink = h("a", { href: `#/jobs/${job.id}`, class: "job-name" });
+  const owner = h("span", { class: "owner muted" }); // an admin sees whose job it is
   const cells = {
     select: h("td", { class: "col-select" }, check),
     id: h("td", { class: "col-id", dataset: { label: "id" } }, h("a", { href: `#/jobs/${job.id}`, text: `#${job.id}` })),
-    name: h("td", { class: "col-name", dataset: { label: "name" } }, nameLink),
+    name: h("td", { class: "col-name", dataset: { label: "name" } }, nameLink, owner),
     status: h("td", { class: "col-status", dataset: { label: "status" } }),
     model: h("td", { dataset: { label: "model" } }),
     dataset: h("td", { dataset: { label: "dataset" } }),
@@ -203,6 +204,7 @@ function jobRow(job, onCancel, onSelect) {
   const update = (j) => {
     check.checked = selection.has(j.id);
     setText(nameLink, j.name || `job ${j.id}`);
+    setText(owner, j.owner && j.owner !== session.owner ? `by ${j.owner}` : "");
     nameLink.title = j.name || "";
     const badge = cells.status.firstChild;
     if (!badge || badge.textContent !== j.status) cells.status.replaceChildren(statusBadge(j.status));
