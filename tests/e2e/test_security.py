@@ -115,6 +115,16 @@ def test_public_bind_keys_pickle_and_secrets(tmp_path, fresh_postgres_url, redis
                 time.sleep(0.3)
             assert job["status"] == want, job
         call("GET", f"/jobs/{ok.json()['id']}/metrics", alice)
+        # the CLI sends TRAINYARD_API_KEY; without it, it says what is missing
+        def cli_list(env):
+            return subprocess.run([sys.executable, "-m", "trainyard", "list"], env=env,
+                                  capture_output=True, text=True, timeout=60)
+
+        signed_in = cli_list({**service.env, "TRAINYARD_API_KEY": alice})
+        assert signed_in.returncode == 0 and "succeeded" in signed_in.stdout, signed_in.stderr
+        anonymous = cli_list({k: v for k, v in service.env.items() if k != "TRAINYARD_API_KEY"})
+        assert anonymous.returncode != 0 and "API key" in anonymous.stderr
+        answers.extend([signed_in.stdout + signed_in.stderr, anonymous.stdout + anonymous.stderr])
 
         assert not marker.exists(), "the pickle payload ran on the worker"
         worker_log = (tmp_path / "worker.log").read_text(errors="replace")
