@@ -77,6 +77,13 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def _hostname(host_header: str) -> str:
+    """The name in a Host header, without the port: "[::1]:8000" -> "::1"."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0]
+
+
 def keys_required(settings: Settings) -> bool:
     if settings.require_keys is not None:
         return settings.require_keys
@@ -170,7 +177,7 @@ def _check_local_request(request: Request) -> None:
     requests must name a loopback host, and a state-changing one from a browser must come from
     a page of this service (its Origin header, which browsers always send on such requests).
     """
-    host = (request.headers.get("host") or "").rsplit(":", 1)[0]
+    host = _hostname(request.headers.get("host") or "")
     if host and not is_loopback(host):
         raise HTTPException(status_code=403, detail=f"keyless access needs a loopback host, "
                             f"not {host!r}: use 127.0.0.1, or an API key")

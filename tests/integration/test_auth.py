@@ -128,7 +128,9 @@ def test_keyless_access_is_for_local_programs_not_web_pages(store, client):
     assert store.get_job(job["id"]).status == "queued"
     own = client.post(f"/jobs/{job['id']}/cancel", headers={"Origin": "http://127.0.0.1:8000"})
     assert own.status_code == 200
-    assert client.get("/jobs", headers={"Host": "localhost:8000"}).status_code == 200
+    for host in ("localhost:8000", "localhost", "[::1]:8000", "[::1]", "127.0.0.1"):
+        assert client.get("/jobs", headers={"Host": host}).status_code == 200, host
+    assert client.get("/jobs", headers={"Host": "[::2]:80"}).status_code == 403
     # a stale dashboard cookie on a keyless service is ignored, not a dead end
     client.cookies.set("trainyard_session", "stale")
     assert client.get("/jobs").status_code == 200
