@@ -46,9 +46,6 @@ class Principal:
     key_id: int | None = None
     csrf_token: str | None = None
 
-    def sees_all(self) -> bool:
-        return self.is_admin
-
     def can_see(self, owner: str) -> bool:
         return self.is_admin or owner == self.owner
 
@@ -130,7 +127,8 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _from_key(record: ApiKeyRecord, via: str, csrf_token: str | None = None) -> Principal:
+def principal_for_key(record: ApiKeyRecord, via: str,
+                      csrf_token: str | None = None) -> Principal:
     return Principal(owner=record.owner, is_admin=record.is_admin, via=via, key_id=record.id,
                      csrf_token=csrf_token)
 
@@ -148,7 +146,7 @@ def authenticate(request: Request) -> Principal | None:
         record = store.find_api_key(hash_secret(key.strip()))
         if record is None:
             raise _unauthorized("invalid or revoked API key")
-        return _from_key(record, "key")
+        return principal_for_key(record, "key")
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         found = store.find_web_session(hash_secret(token))
@@ -157,7 +155,7 @@ def authenticate(request: Request) -> Principal | None:
                 return None  # a stale cookie on a keyless service: as if there were none
             raise _unauthorized("your dashboard session has expired: sign in again")
         record, csrf_token = found
-        principal = _from_key(record, "session", csrf_token)
+        principal = principal_for_key(record, "session", csrf_token)
         if request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(sent.encode(), csrf_token.encode()):

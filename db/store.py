@@ -210,6 +210,18 @@ _CHECKPOINT_COLUMNS = tuple(getattr(Checkpoint, f.name) for f in fields(Checkpoi
 _DATASET_COLUMNS = tuple(getattr(Dataset, f.name) for f in fields(DatasetRecord))
 
 
+def _job_filters(status: str | Sequence[str] | None, model: str | None,
+                 owner: str | None) -> list[Any]:
+    """WHERE terms of the job lists: status (one or several), model, owner; None: any."""
+    filters = [] if owner is None else [Job.owner == owner]
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        filters.append(Job.status.in_(statuses))
+    if model is not None:
+        filters.append(Job.model == model)
+    return filters
+
+
 class Store:
     """Database access for jobs, metrics, texts, checkpoints and uploaded datasets.
 
@@ -406,12 +418,7 @@ class Store:
     ) -> tuple[list[JobRecord], int]:
         """One page of jobs, newest first, and the total number matching the filters
         (`owner`: only that user's jobs; None: everyone's)."""
-        filters = [] if owner is None else [Job.owner == owner]
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            filters.append(Job.status.in_(statuses))
-        if model is not None:
-            filters.append(Job.model == model)
+        filters = _job_filters(status, model, owner)
         with self._session() as s:
             total = s.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
             page = s.scalars(
@@ -962,12 +969,7 @@ class Store:
         a long list costs what the first one does; only the two counts grow with the table.
         `owner`: only that user's jobs (index (owner, status, id)); None: everyone's.
         """
-        filters = [] if owner is None else [Job.owner == owner]
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            filters.append(Job.status.in_(statuses))
-        if model is not None:
-            filters.append(Job.model == model)
+        filters = _job_filters(status, model, owner)
         limit = max(int(limit), 0)
         stmt = select(Job).where(*filters)
         if after is not None:

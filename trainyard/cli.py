@@ -20,10 +20,17 @@ from trainyard.settings import Settings, get_settings
 
 
 # ---------------------------------------------------------------- running the service
-def _migrate(settings: Settings) -> None:
+def _store(settings: Settings):
+    """The database of these settings, migrated to the newest schema."""
     from db.store import Store
 
-    Store(settings.resolved_database_url).migrate()
+    store = Store(settings.resolved_database_url)
+    store.migrate()
+    return store
+
+
+def _migrate(settings: Settings) -> None:
+    _store(settings).close()
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
@@ -40,12 +47,6 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ---------------------------------------------------------------- API keys (operator)
-def _store(settings: Settings):
-    from db.store import Store
-
-    store = Store(settings.resolved_database_url)
-    store.migrate()
-    return store
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:

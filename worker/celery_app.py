@@ -44,7 +44,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("trainyard", broker=settings.resolved_broker_url, include=["worker.tasks"])
     app.conf.update(
-        # JSON only: a pickle payload from anyone who can write to the broker would run code here.
+        # JSON only: a serialized Python object from anyone who can write to the broker would
+        # run code here (tests/e2e/test_security.py sends one: it is refused).
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",

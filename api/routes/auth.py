@@ -20,6 +20,7 @@ from api.auth import (
     PrincipalDep,
     authenticate,
     hash_secret,
+    principal_for_key,
     keys_required,
 )
 from api.deps import SettingsDep, StoreDep
@@ -70,8 +71,7 @@ def sign_in(body: SignIn, request: Request, response: Response, store: StoreDep,
         SESSION_COOKIE, token, max_age=int(lifetime.total_seconds()), path="/",
         httponly=True, samesite="strict", secure=request.url.scheme == "https",
     )
-    return SessionOut(owner=record.owner, is_admin=record.is_admin, via="session",
-                      keys_required=keys_required(settings), csrf_token=csrf_token)
+    return _session_out(principal_for_key(record, "session", csrf_token), settings)
 
 
 @router.get(

@@ -62,10 +62,16 @@ def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def visible_jobs(store: Any, principal: Any, job_ids: list[int]) -> dict[int, Any]:
-    """The jobs among `job_ids` that exist and the caller may see: another user's run is
-    "not found", exactly like a missing one."""
+    """The jobs `job_ids`, all of which must exist and be the caller's to see; else 404 naming
+    the others. Another user's run is "not found", exactly like a missing one."""
     jobs = store.get_jobs(i for i in job_ids if 1 <= i <= MAX_ID)
-    return {i: job for i, job in jobs.items() if principal.can_see(job.owner)}
+    visible = {i: job for i, job in jobs.items() if principal.can_see(job.owner)}
+    missing = [i for i in job_ids if i not in visible]
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        noun = "job" if len(missing) == 1 else "jobs"
+        raise HTTPException(status_code=404, detail=f"{noun} {shown} not found")
+    return visible
 
 
 @router.get(
@@ -85,11 +91,6 @@ def compare(
 ) -> dict[str, Any]:
     job_ids = _parse_ids(ids)
     jobs = visible_jobs(store, principal, job_ids)
-    missing = [i for i in job_ids if jobs.get(i) is None]
-    if missing:
-        shown = ", ".join(str(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
-        noun = "job" if len(missing) == 1 else "jobs"
-        raise HTTPException(status_code=404, detail=f"{noun} {shown} not found")
     summaries = store.metric_summaries(job_ids)
     runs = []
     for job_id in job_ids:
@@ -208,11 +209,6 @@ def compare_series(
         except ValueError as exc:
             raise invalid(("query", "names"), str(exc)) from exc
     jobs = visible_jobs(store, principal, job_ids)
-    missing = [i for i in job_ids if i not in jobs]
-    if missing:
-        shown = ", ".join(str(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
-        noun = "job" if len(missing) == 1 else "jobs"
-        raise HTTPException(status_code=404, detail=f"{noun} {shown} not found")
     metric_names = store.metric_names_many(job_ids)
     series = store.bulk_series(job_ids, wanted, max_points)
     runs = [

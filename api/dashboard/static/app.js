@@ -101,16 +101,22 @@ function showUser() {
   signOut.hidden = session.via !== "session";
 }
 
+// me: an answer of auth/session; null: signed out.
+function setSession(me) {
+  Object.assign(session, me
+    ? { owner: me.owner, isAdmin: me.is_admin, via: me.via, csrf: me.csrf_token, keysRequired: me.keys_required }
+    : { owner: null, isAdmin: false, via: null, csrf: null });
+  showUser();
+}
+
 async function loadSession() {
   try {
-    const me = await api("auth/session");
-    Object.assign(session, { owner: me.owner, isAdmin: me.is_admin, via: me.via, csrf: me.csrf_token,
-      keysRequired: me.keys_required });
+    setSession(await api("auth/session"));
   } catch (exc) {
     if (!(exc instanceof ApiError) || exc.status !== 401) throw exc;
-    Object.assign(session, { owner: null, isAdmin: false, via: null, csrf: null, keysRequired: true });
+    session.keysRequired = true;
+    setSession(null);
   }
-  showUser();
 }
 
 function showSignIn() {
@@ -122,11 +128,8 @@ function showSignIn() {
     e.preventDefault();
     setText(problem, "");
     try {
-      const me = await api("auth/session", { method: "POST", body: { key: key.value.trim() } });
-      Object.assign(session, { owner: me.owner, isAdmin: me.is_admin, via: me.via, csrf: me.csrf_token,
-        keysRequired: me.keys_required });
+      setSession(await api("auth/session", { method: "POST", body: { key: key.value.trim() } }));
       key.value = "";
-      showUser();
       route();
     } catch (exc) {
       setText(problem, exc.status === 401 ? "That key is not valid (or was revoked)." : exc.message);
@@ -149,15 +152,13 @@ async function signOut() {
   } catch (exc) {
     console.warn("sign out", exc);
   }
-  Object.assign(session, { owner: null, isAdmin: false, via: null, csrf: null });
-  showUser();
+  setSession(null);
   showSignIn();
 }
 
 window.addEventListener("trainyard:signed-out", () => {
   if (!session.owner) return;
-  Object.assign(session, { owner: null, isAdmin: false, via: null, csrf: null });
-  showUser();
+  setSession(null);
   showSignIn();
 });
 window.addEventListener("hashchange", route);
