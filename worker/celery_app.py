@@ -2,8 +2,9 @@
 
 The broker only carries "please run job <id>": the job itself lives in the database. Two brokers:
 - distributed: Redis (TRAINYARD_BROKER_URL=redis://...);
-- embedded: kombu's file-system transport under TRAINYARD_HOME/broker, which needs no server and
-  lets any process of the same user on the same machine join as producer or worker.
+- embedded: a file-system queue under TRAINYARD_HOME/broker (worker/file_queue.py: kombu's
+  transport with atomic writes), which needs no server and lets any process of the same user on
+  the same machine join as producer or worker.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_redirect_stdouts=False,
     )
     if settings.embedded_broker:
+        from worker.file_queue import Transport
+
+        app.conf.broker_transport = Transport
         app.conf.broker_transport_options = _embedded_transport_options(settings)
         # The file-system transport has no pub/sub worth the polling: no remote control, no events.
         app.conf.worker_enable_remote_control = False
