@@ -16,12 +16,30 @@ Figures (all fp32, one optimizer step):
                     count a per-step workspace (RNN_WORKSPACE) sized above what the CPU
                     (oneDNN / per-step autograd) keeps, with room for cuDNN's reserve space.
                     Against torch's saved tensors (CPU) it came to 1.0x-3.2x.
+  peak_bytes        the working memory of the job at its worst moment, besides the state below;
+                    what the activation cap is compared with. The largest of
+                    - the training step: activation_bytes plus the largest activation tensor
+                      once more, for the gradients in flight during backward. For an LM the
+                      (batch * seq_len, vocab) tensors dominate: activation_bytes counts two
+                      (logits, log-softmax); the loss (models.rnn_lm.TokenCrossEntropy) keeps
+                      two alive, in forward and in backward, and the third is headroom;
+                    - the validation pass (no_grad), planned by `eval_plan`: models/train.py
+                      evaluates `rows` images or LM windows per pass, and the LM's decoder runs
+                      on `chunk_tokens` positions at a time, so no logits tensor bigger than
+                      (chunk_tokens, vocab) exists. A pass gets the training step's figure, at
+                      least EVAL_MIN_BYTES; an image counts as in training (every
+                      intermediate), an LM token as RNN_EVAL_PER_LAYER says plus its logits;
+                    - sampling text (LM): the prompt's features and a few (1, vocab) tensors;
+                    - writing a checkpoint: a serialized copy of weights and optimizer state.
+                    Measured on CPU (resident memory, tests/unit/test_lm_memory.py): a word LM
+                    of 2,000-50,000 tokens peaked at 0.55x-0.7x of it in training steps and
+                    0.5x-0.65x in validation.
   state_bytes       parameters + gradients + optimizer state: 4 bytes each per parameter;
                     Adam/AdamW keep two moments, SGD one momentum buffer (none at momentum 0).
 
-Not covered: the validation pass (no_grad, EVAL_BATCH_* sized in models/train.py), allocator
-fragmentation, CUDA context and kernel workspaces. The caps are guards against absurd jobs, not
-a memory planner.
+Not covered: the dataset itself (loaded before training, a few bytes per token or pixel),
+allocator fragmentation, CUDA context and kernel workspaces. The caps are guards against absurd
+jobs, not a memory planner.
 """
 
 from __future__ import annotations
@@ -44,6 +62,9 @@ GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 # the initial state is stored with the others.
 RNN_WORKSPACE = {"rnn": (3, 1), "gru": (9, 1), "lstm": (16, 8)}
 RNN_MIN_HIDDEN = 16  # oneDNN pads narrow LSTM layers
+# Without autograd (validation) a layer needs far less: its gates' input projections for the
+# whole sequence and ~3 more hidden-sized values per token (fp32 values per token: GATES + 3).
+RNN_EVAL_PER_LAYER = 3
 # oneDNN page-aligns each of the ~7 parts of an LSTM layer's workspace (28 KiB at 1 unit).
 LSTM_LAYER_OVERHEAD = 32 * 1024
 # Char-level vocabulary bound used before the text is tokenized: the built-in corpora have
@@ -58,9 +79,39 @@ IMAGE_SHAPES = {
     "fashion_mnist": (1, 28, 28, 10),
     "cifar10": (3, 32, 32, 10),
 }
+# Validation (models/train.py, planned by eval_plan): at most this many images, or LM tokens,
+# per no_grad forward pass, and never more working memory than the training step's figure or
+# EVAL_MIN_BYTES, whichever is larger (a tiny model still evaluates in large passes).
+EVAL_BATCH_IMAGES = 2048
+EVAL_BATCH_TOKENS = 32_768
+EVAL_MIN_BYTES = 32 * 2**20
+# Bytes per element of an evaluated chunk of LM logits: the logits, their fp32 copy (under bf16
+# autocast) and their log-softmax (models.rnn_lm.TokenCrossEntropy).
+EVAL_LOGIT_BYTES = 3 * FLOAT
 # The environment variables of the Settings fields the caps come from (named in messages).
 ENV_MAX_PARAMETERS = "TRAINYARD_MAX_MODEL_PARAMETERS"
 ENV_MAX_ACTIVATION_BYTES = "TRAINYARD_MAX_ACTIVATION_BYTES"
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """How models/train.py evaluates: `rows` images, or LM windows of seq_len tokens, per no_grad
+    forward pass; the LM decoder (and its cross-entropy) on `chunk_tokens` positions at a time
+    (0 for classifiers). `bytes` is the estimated working memory of one pass."""
+
+    rows: int
+    chunk_tokens: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """What a family's sizing function returns (all bytes but params)."""
+
+    params: int
+    activation: int  # kept for backward by one training batch
+    largest: int  # the largest single activation tensor of a training batch
+    eval_item: int  # no_grad working memory per image, or per LM token before the decoder
 
 
 @dataclass(frozen=True)
@@ -78,8 +129,9 @@ class DataShape:
 @dataclass(frozen=True)
 class Estimate:
     params: int
-    activation_bytes: int
-    state_bytes: int
+    activation_bytes: int  # kept for backward by one training step
+    state_bytes: int  # weights, gradients, optimizer state
+    peak_bytes: int  # working memory at the worst moment (training, evaluation, sampling)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,7 +199,7 @@ def _dropout_factor(p: float) -> int:
     return 2 if p > 0 else 0
 
 
-def _mlp(hp: dict, s: DataShape) -> tuple[int, int]:
+def _mlp(hp: dict, s: DataShape) -> _Sizes:
     b, in_features = hp["batch_size"], s.channels * s.height * s.width
     widths = [in_features, *hp["hidden_sizes"]]
     params = sum(_linear(a, w) for a, w in zip(widths[:-1], widths[1:]))
@@ -156,17 +208,21 @@ def _mlp(hp: dict, s: DataShape) -> tuple[int, int]:
     per_example = in_features + sum(
         (2 + _dropout_factor(hp["dropout"])) * w for w in hp["hidden_sizes"])
     per_example += 2 * s.num_classes  # logits and their log-softmax
-    return params, b * (per_example * FLOAT + INDEX)  # + the int64 target
+    largest = max(in_features, *hp["hidden_sizes"], s.num_classes)
+    item = per_example * FLOAT + INDEX  # + the int64 target
+    return _Sizes(params, b * item, b * largest * FLOAT, item)
 
 
-def _cnn(hp: dict, s: DataShape) -> tuple[int, int]:
+def _cnn(hp: dict, s: DataShape) -> _Sizes:
     b, k, is_max = hp["batch_size"], hp["kernel_size"], hp["pooling"] == "max"
     h, w, c_in = s.height, s.width, s.channels
     params = 0
     floats, indices = c_in * h * w, 0  # per example; the input batch
+    largest = floats
     for c_out in hp["channels"]:
         params += c_in * c_out * k * k + c_out
         floats += 2 * c_out * h * w  # conv output and activation ('same' padding)
+        largest = max(largest, c_out * h * w)
         if min(h, w) >= 2:  # the same rule as models.cnn: never pool below 1x1
             h, w = h // 2, w // 2
             floats += c_out * h * w
@@ -178,10 +234,12 @@ def _cnn(hp: dict, s: DataShape) -> tuple[int, int]:
     indices += features if is_max else 0
     params += _linear(features, s.num_classes)
     floats += 2 * s.num_classes  # logits and their log-softmax
-    return params, b * (floats * FLOAT + (indices + 1) * INDEX)  # + the int64 target
+    largest = max(largest, features, s.num_classes)
+    item = floats * FLOAT + (indices + 1) * INDEX  # + the int64 target
+    return _Sizes(params, b * item, b * largest * FLOAT, item)
 
 
-def _rnn_lm(hp: dict, s: DataShape) -> tuple[int, int]:
+def _rnn_lm(hp: dict, s: DataShape) -> _Sizes:
     b, t, v = hp["batch_size"], hp["seq_len"], s.vocab_size
     e, h, layers, cell = hp["embedding_dim"], hp["hidden_size"], hp["num_layers"], hp["cell"]
     drop = _dropout_factor(hp["dropout"])
@@ -210,9 +268,17 @@ def _rnn_lm(hp: dict, s: DataShape) -> tuple[int, int]:
             floats += tokens * h * drop  # nn.RNN's dropout between layers
     floats += tokens * h * drop  # dropout before the decoder
     floats += tokens * e if projected else 0
+    # no_grad, per evaluated token, what the layers produce before the decoder: the embedding
+    # (and a copy of it), per layer the input projections of its gates, the output and state
+    # (RNN_EVAL_PER_LAYER), the projection. Measured on CPU: 1.0x-3.5x of the real peak.
+    per_token = 2 * e + layers * (GATES[cell] + RNN_EVAL_PER_LAYER) * padded
+    per_token += e if projected else 0
     floats += 2 * tokens * v  # logits and their log-softmax: the big one for large vocabularies
     overhead = layers * LSTM_LAYER_OVERHEAD if cell == "lstm" else 0
-    return params, floats * FLOAT + 2 * tokens * INDEX + overhead  # + ids and targets
+    activation = floats * FLOAT + 2 * tokens * INDEX + overhead  # + ids and targets
+    largest = tokens * max(v, e, GATES[cell] * h) * FLOAT
+    # an evaluated token also has its id, target and their index tensors (int64)
+    return _Sizes(params, activation, largest, per_token * FLOAT + 4 * INDEX)
 
 
 _FAMILIES = {"mlp": _mlp, "cnn": _cnn, "rnn_lm": _rnn_lm}
@@ -224,14 +290,60 @@ def _optimizer_slots(hp: dict) -> int:
     return 1 if hp["momentum"] > 0 else 0
 
 
-def estimate(model: str, hp: dict, shape: DataShape) -> Estimate:
-    """Size of `model` with validated hyperparameters `hp` on data of `shape`."""
+def _sizes(model: str, hp: dict, shape: DataShape) -> _Sizes:
     if model not in _FAMILIES:
         raise SpecError("model", f"unknown model {model!r}")
-    params, activation_bytes = _FAMILIES[model](hp, shape)
+    return _FAMILIES[model](hp, shape)
+
+
+def _train_peak(sizes: _Sizes) -> int:
+    # backward holds, besides what forward kept, the gradients of the op it is at: the largest
+    # tensor once more (activation counts logits and log-softmax, autograd keeps one of them)
+    return sizes.activation + sizes.largest
+
+
+def _plan(model: str, hp: dict, shape: DataShape, sizes: _Sizes) -> EvalPlan:
+    budget = max(_train_peak(sizes), EVAL_MIN_BYTES)
+    if model != "rnn_lm":
+        rows = max(1, min(EVAL_BATCH_IMAGES, budget // sizes.eval_item))
+        return EvalPlan(rows=rows, chunk_tokens=0, bytes=rows * sizes.eval_item)
+    # LM: half the budget for the windows' features, the rest for a chunk of logits
+    t = hp["seq_len"]
+    window = t * sizes.eval_item
+    rows = max(1, min(EVAL_BATCH_TOKENS // t, budget // 2 // window))
+    per_logit_token = shape.vocab_size * EVAL_LOGIT_BYTES
+    chunk = max(1, min(rows * t, (budget - rows * window) // per_logit_token))
+    return EvalPlan(rows=rows, chunk_tokens=chunk, bytes=rows * window + chunk * per_logit_token)
+
+
+def eval_plan(model: str, hp: dict, shape: DataShape) -> EvalPlan:
+    """How the validation pass of `model` (validated `hp`, data of `shape`) is cut up: the one
+    source for models/train.py and for the estimate's peak_bytes."""
+    return _plan(model, hp, shape, _sizes(model, hp, shape))
+
+
+def _sample_bytes(hp: dict, shape: DataShape, sizes: _Sizes) -> int:
+    # the prompt's features (SAMPLE_PROMPT_TOKENS of models/train.py, 16), then per token its
+    # logits, probabilities and multinomial's workspace: a few (1, vocab) tensors
+    return 16 * sizes.eval_item + 4 * shape.vocab_size * FLOAT
+
+
+def estimate(model: str, hp: dict, shape: DataShape) -> Estimate:
+    """Size of `model` with validated hyperparameters `hp` on data of `shape`."""
+    sizes = _sizes(model, hp, shape)
+    params = sizes.params
     # weights + gradients + optimizer state, fp32
     state_bytes = params * FLOAT * (2 + _optimizer_slots(hp))
-    return Estimate(params=params, activation_bytes=activation_bytes, state_bytes=state_bytes)
+    peak = max(
+        _train_peak(sizes),
+        _plan(model, hp, shape, sizes).bytes,
+        _sample_bytes(hp, shape, sizes) if model == "rnn_lm" else 0,
+        # a checkpoint serializes weights and optimizer state (and the buffer may be copied
+        # once while it grows)
+        2 * params * FLOAT * (1 + _optimizer_slots(hp)),
+    )
+    return Estimate(params=params, activation_bytes=sizes.activation, state_bytes=state_bytes,
+                    peak_bytes=peak)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,11 +363,12 @@ def check_limits(est: Estimate, max_parameters: int, max_activation_bytes: int) 
             f"{max_parameters:,} ({ENV_MAX_PARAMETERS}). Use smaller layers "
             "(or a smaller vocabulary)",
         )
-    if est.activation_bytes > max_activation_bytes:
+    if est.peak_bytes > max_activation_bytes:
         raise SpecError(
             "hyperparameters",
-            f"one training step of this model needs an estimated "
-            f"{_size(est.activation_bytes)} ({est.activation_bytes:,} bytes) of activations, "
+            f"this model needs an estimated {_size(est.peak_bytes)} ({est.peak_bytes:,} bytes) "
+            f"of working memory at its peak (training step, validation or checkpoint; one "
+            f"training step keeps {est.activation_bytes:,} bytes of activations for backward), "
             f"besides {_size(est.state_bytes)} of weights, gradients and optimizer state; "
             f"the limit is {_size(max_activation_bytes)} ({max_activation_bytes:,} bytes, "
             f"{ENV_MAX_ACTIVATION_BYTES}). Use a smaller batch_size (or seq_len, or layers)",

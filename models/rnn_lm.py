@@ -8,13 +8,37 @@ decoder, so every combination of sizes is valid.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+class TokenCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of rows of `logits` (N, V) against int64 `targets` (N,), in fp32: what
+    F.cross_entropy(logits.float(), targets, reduction="sum") computes, with fewer (N, V)
+    tensors alive. F.cross_entropy keeps the log-softmax for backward, whose backward then holds
+    it, the incoming gradient and the logits' gradient: three. This keeps the logits themselves
+    and builds their gradient, softmax minus one-hot, in one buffer: two, in forward and in
+    backward. For a word-level vocabulary these tensors are most of a training step's memory."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=1, dtype=torch.float32)  # (N, V), freed on return
+        ctx.save_for_backward(logits, targets)
+        return -logp.gather(1, targets[:, None]).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        logits, targets = ctx.saved_tensors
+        g = torch.softmax(logits, dim=1, dtype=torch.float32)  # (N, V): the one new buffer
+        g.scatter_add_(1, targets[:, None], torch.full((g.shape[0], 1), -1.0, device=g.device))
+        g.mul_(grad)
+        return g.to(logits.dtype), None
 
 
 @dataclass
@@ -50,13 +74,19 @@ class RNNLM(nn.Module):
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight  # (V, E) shared
 
-    def step(self, idx: torch.Tensor, state=None):
-        """idx: (B, T) token ids -> logits (B, T, V) and the recurrent state after the last step."""
+    def features(self, idx: torch.Tensor, state=None):
+        """idx: (B, T) token ids -> what the decoder reads, (B, T, D) with D = hidden_size (or
+        embedding_dim through the projection), and the recurrent state after the last step."""
         x = self.drop(self.embedding(idx))  # (B, T, E)
         out, state = self.rnn(x, state)  # (B, T, H); state: (L, B, H) or a pair for LSTM
         out = self.drop(out)
         if self.proj is not None:
             out = self.proj(out)  # (B, T, E)
+        return out, state
+
+    def step(self, idx: torch.Tensor, state=None):
+        """idx: (B, T) token ids -> logits (B, T, V) and the recurrent state after the last step."""
+        out, state = self.features(idx, state)
         return self.decoder(out), state  # (B, T, V)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
@@ -64,8 +94,27 @@ class RNNLM(nn.Module):
         logits, _ = self.step(idx)  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+            flat = logits.reshape(-1, logits.size(-1))  # (B*T, V)
+            loss = TokenCrossEntropy.apply(flat, targets.reshape(-1)) / flat.shape[0]
         return logits, loss
+
+    def loss_sum(self, idx: torch.Tensor, targets: torch.Tensor, chunk_tokens: int,
+                 autocast=None) -> torch.Tensor:
+        """Summed fp32 cross-entropy of `targets` (B, T) given `idx` (B, T), with the decoder
+        applied to at most `chunk_tokens` positions at a time: the (B, T, V) logits of forward()
+        never exist, only a (chunk_tokens, V) slice of them (and one temporary). `autocast`:
+        a context-manager factory for the matmuls (bf16 on CUDA); the loss is summed in fp32."""
+        ctx = autocast or contextlib.nullcontext
+        with ctx():
+            out, _ = self.features(idx)  # (B, T, D)
+        out, targets = out.flatten(0, 1), targets.flatten()  # (B*T, D), (B*T,)
+        total = torch.zeros((), dtype=torch.float32, device=out.device)
+        for s in range(0, out.shape[0], max(1, chunk_tokens)):
+            with ctx():
+                logits = self.decoder(out[s:s + chunk_tokens])  # (chunk, V)
+            total += TokenCrossEntropy.apply(logits, targets[s:s + chunk_tokens])
+            del logits  # before the next chunk's logits are allocated
+        return total
 
     def _cell_step(self, x: torch.Tensor, state):
         """One time step with the cell functions (cheaper than an nn.RNN call per token).
@@ -94,14 +143,15 @@ class RNNLM(nn.Module):
                  generator: torch.Generator | None = None) -> list[int]:
         """Feed `prefix_ids` (at least one id), then sample `n` next tokens; returns the n new ids.
         Draws come from `generator` (never the global RNG), which must live on the model's
-        device; the loop stays on the device and reads the ids back once at the end."""
+        device; the loop stays on the device and reads the ids back once at the end. Memory:
+        the prefix's features and a few (1, V) tensors, however long the prefix."""
         was_training = self.training
         self.eval()
         device = self.embedding.weight.device
         prefix = list(prefix_ids) or [0]
         ids = torch.as_tensor(prefix, dtype=torch.long, device=device)[None]  # (1, P)
-        logits, state = self.step(ids)
-        logits = logits[:, -1]  # (1, V)
+        out, state = self.features(ids)  # (1, P, D)
+        logits = self.decoder(out[:, -1])  # (1, V): only the last position is sampled from
         out = []
         for _ in range(n):
             probs = torch.softmax(logits.float() / max(temperature, 1e-6), -1)  # (1, V)

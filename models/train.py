@@ -19,6 +19,9 @@ Reported metrics
              sigmoid and a relu MLP shows the vanishing gradient in the early layers.
              The LM also reports texts={"sample": ...}: text sampled from the model, prompted
              with the start of the validation text.
+             Validation runs without autograd in passes planned by models.limits.eval_plan
+             (the LM's decoder on a bounded number of positions at a time), so it stays within
+             the memory the job was estimated and admitted with.
 
 A non-finite training loss ends fit() with FloatingPointError("training diverged ...") rather
 than reporting NaN metrics.
@@ -44,6 +47,7 @@ import torch.nn.functional as F
 
 from models.cnn import CNN, CNNConfig
 from models.data import ImageData, TextData, load_image_dataset, load_text_dataset
+from models.limits import EvalPlan, eval_plan, shape_of_data
 from models.mlp import MLP, MLPConfig
 from models.registry import dataset_kind_for, validate_hyperparameters
 from models.rnn_lm import RNNLM, RNNLMConfig
@@ -51,8 +55,6 @@ from models.rnn_lm import RNNLM, RNNLMConfig
 CHECKPOINT_FORMAT = "trainyard-checkpoint-v1"
 REPORT_EVERY_CUDA = 50  # steps between device->host reads of the loss on CUDA
 PROGRESS_EVERY_S = 0.5  # at most this often on_progress between epoch ends
-EVAL_BATCH_TOKENS = 32_768  # LM validation: tokens per forward pass
-EVAL_BATCH_IMAGES = 2048
 SAMPLE_PROMPT_TOKENS = 16
 SAMPLE_TOKENS = {"char": 240, "word": 60}
 SAMPLE_TEMPERATURE = 0.8
@@ -221,8 +223,9 @@ def grad_norms(model: nn.Module) -> dict[str, float]:
 class _Classification:
     rate_name = "samples_per_s"
 
-    def __init__(self, data: ImageData, hp: dict):
+    def __init__(self, data: ImageData, hp: dict, plan: EvalPlan):
         self.data = data
+        self.plan = plan  # plan.rows images per validation pass (models.limits.eval_plan)
         self.bs = hp["batch_size"]
         self.n = data.x_train.shape[0]
         full = math.ceil(self.n / self.bs)
@@ -241,8 +244,9 @@ class _Classification:
         d = self.data
         loss_sum = torch.zeros((), device=d.x_val.device)
         correct = torch.zeros((), device=d.x_val.device, dtype=torch.long)
-        for s in range(0, d.x_val.shape[0], EVAL_BATCH_IMAGES):
-            x, y = d.x_val[s:s + EVAL_BATCH_IMAGES], d.y_val[s:s + EVAL_BATCH_IMAGES]
+        rows = self.plan.rows
+        for s in range(0, d.x_val.shape[0], rows):
+            x, y = d.x_val[s:s + rows], d.y_val[s:s + rows]
             with autocast():
                 logits, _ = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
@@ -255,8 +259,11 @@ class _Classification:
 class _LanguageModel:
     rate_name = "tokens_per_s"
 
-    def __init__(self, data: TextData, hp: dict):
+    def __init__(self, data: TextData, hp: dict, plan: EvalPlan):
         self.data = data
+        # validation: plan.rows windows per pass, the decoder on plan.chunk_tokens positions at
+        # a time (models.limits.eval_plan), so its logits never grow with the vocabulary
+        self.plan = plan
         self.bs, self.T = hp["batch_size"], hp["seq_len"]
         n_tokens = data.train_ids.shape[0]
         if n_tokens < self.T + 1:
@@ -286,27 +293,23 @@ class _LanguageModel:
 
     @torch.no_grad()
     def evaluate(self, model, autocast) -> dict[str, float]:
+        """Mean cross-entropy of every validation token given the ones before it in its window
+        of seq_len (each window from a zero state; a shorter last one)."""
         ids = self.data.val_ids  # (M,)
-        T = self.T
+        T, rows, chunk = self.T, self.plan.rows, self.plan.chunk_tokens
         n_pred = ids.shape[0] - 1
         n_full = n_pred // T
         loss_sum = torch.zeros((), device=ids.device)
-        per_batch = max(1, EVAL_BATCH_TOKENS // T)
         ar = torch.arange(T, device=ids.device)
-        for s in range(0, n_full, per_batch):
-            starts = torch.arange(s, min(n_full, s + per_batch), device=ids.device) * T
+        for s in range(0, n_full, rows):
+            starts = torch.arange(s, min(n_full, s + rows), device=ids.device) * T
             idx = starts[:, None] + ar[None, :]  # (b, T)
-            with autocast():
-                logits, _ = model(ids[idx])
-            loss_sum += F.cross_entropy(logits.float().flatten(0, 1), ids[idx + 1].flatten(),
-                                        reduction="sum")
+            loss_sum += model.loss_sum(ids[idx], ids[idx + 1], chunk, autocast)
         rest = n_pred - n_full * T
         if rest:
             x = ids[n_full * T:n_full * T + rest][None]  # (1, rest)
             y = ids[n_full * T + 1:n_full * T + rest + 1][None]
-            with autocast():
-                logits, _ = model(x)
-            loss_sum += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
+            loss_sum += model.loss_sum(x, y, chunk, autocast)
         loss = float(loss_sum) / n_pred
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 700.0))}
 
@@ -346,7 +349,8 @@ def fit(
     torch.manual_seed(seed)  # weights init; also seeds CUDA
     config = model_config(spec.model, hp, data)
     model = build_model_from_config(spec.model, config).to(device)
-    task = _Classification(data, hp) if kind == "images" else _LanguageModel(data, hp)
+    plan = eval_plan(spec.model, hp, shape_of_data(data))
+    task = _Classification(data, hp, plan) if kind == "images" else _LanguageModel(data, hp, plan)
     optimizer = build_optimizer(model, hp)
     epochs, spe = hp["epochs"], task.steps_per_epoch
     total_steps = epochs * spe
@@ -468,7 +472,7 @@ def fit(
             x, y, n = task.batch(i)
             lr = optimizer.param_groups[0]["lr"]
             with autocast():
-                _, loss = model(x, y)
+                loss = model(x, y)[1]  # the logits are not kept alive through backward
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if i == spe - 1:

@@ -141,7 +141,7 @@ def test_state_bytes_are_weights_gradients_and_optimizer_state(optimizer, moment
     assert est.state_bytes == per_param * est.params
     assert est.state_bytes == sum(t.numel() * t.element_size() for t in tensors)
     assert est.to_dict() == {"params": est.params, "activation_bytes": est.activation_bytes,
-                             "state_bytes": est.state_bytes}
+                             "state_bytes": est.state_bytes, "peak_bytes": est.peak_bytes}
 
 
 def test_shape_of_loaded_data_matches_what_is_known_before():
