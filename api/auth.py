@@ -33,7 +33,8 @@ SESSION_COOKIE = "trainyard_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # User names: what `keys create --name` accepts; shown in lists and stored on every job.
-OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
+# Use it with re.fullmatch: match() and "$" would let a name ending in "\n" through.
+OWNER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}"
 
 
 @dataclass(frozen=True)

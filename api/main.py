@@ -25,11 +25,13 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import current_principal, keys_required, prepare_auth
+from api.errors import unhandled_error_handler, validation_error_handler
 from api.routes import PROTECTED_ROUTERS, PUBLIC_ROUTERS
 from api.schemas import ErrorOut
 from db.store import Store
 from trainyard.settings import Settings, get_settings
-from worker.celery_app import make_celery
+from worker.celery_app import enqueue_job, make_celery
+from worker.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -142,34 +144,6 @@ def redacted_url(url: str) -> str:
         return f"{scheme}://{rest.rpartition('@')[2]}" if rest else "<url>"
 
 
-def _printable(text: str) -> str:
-    """Text that encodes as UTF-8: a lone surrogate sent as "\\ud800" becomes that escape."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422 body, {"detail": [{"type", "loc", "msg", "ctx"?}]}, without echoing input.
-
-    The default handler also returns each error's `input`: the whole offending value, which may
-    be megabytes long, nested past the recursion limit, or hold a lone surrogate that cannot be
-    encoded, turning a 422 into a 500. The message names the problem without it.
-    """
-    errors = []
-    for error in exc.errors():
-        item: dict[str, Any] = {
-            "type": error.get("type", "value_error"),
-            "loc": [_printable(p) if isinstance(p, str) else p for p in error.get("loc", ())],
-            "msg": _printable(str(error.get("msg", ""))),
-        }
-        if error.get("ctx"):
-            item["ctx"] = {
-                _printable(str(k)): v if isinstance(v, int | float | bool) else _printable(str(v))
-                for k, v in error["ctx"].items()
-            }
-        errors.append(item)
-    return JSONResponse(status_code=422, content={"detail": errors})
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -190,9 +164,15 @@ def create_app(
         else:
             log.warning(auth_line)
         log.info("API ready: database migrated, broker %s", redacted_url(settings.resolved_broker_url))
+        # Recovery must not hang on one worker being alive: the API reconciles too.
+        reconciler = Reconciler(
+            store, lambda job_id, device: enqueue_job(celery_app, job_id, device), settings
+        ).start() if settings.reconcile_in_api else None
         try:
             yield
         finally:  # release what this app opened; a store or Celery app passed in is the caller's
+            if reconciler is not None:
+                reconciler.stop()
             if owns_celery:
                 celery_app.close()
             if owns_store:
@@ -209,6 +189,8 @@ def create_app(
         redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)
+    app.state.storage_full_at = None  # monotonic time of the last 507 (api/errors.py)
     app.state.settings = settings
     app.state.store = store
     app.state.celery = celery_app

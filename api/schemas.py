@@ -265,6 +265,20 @@ class CompareSeriesOut(BaseModel):
     )
 
 
+class ValidationIssue(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description='Where: e.g. ["query", "ids"].')
+    msg: str
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422 in FastAPI's validation shape, also for what only the server can check (e.g.
+    GET /compare/series' cap on runs x names): `{"detail": [{"loc", "msg", "type"}]}`."""
+
+    detail: list[ValidationIssue]
+
+
 class ParamInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -298,9 +312,20 @@ class DatasetOut(BaseModel):
     )
 
 
+class QueueHealth(BaseModel):
+    queued: int = Field(description="Jobs waiting in this queue.")
+    workers: int = Field(description="Live workers serving it (seen within a lease).")
+
+
 class Health(BaseModel):
-    status: str
-    database: str
+    status: Literal["ok", "degraded", "error"] = Field(
+        description="ok; degraded: the API answers but jobs will wait or writes fail "
+        "(see problems); error: the database cannot be reached (HTTP 503).")
+    database: Literal["ok", "unavailable"]
+    storage: Literal["ok", "full", "unknown"]
+    queues: dict[str, QueueHealth] = Field(
+        description="Per device queue (cpu, cuda, auto) with jobs or workers.")
+    problems: list[str] = Field(description="What is wrong, in words; empty when ok.")
 
 
 class ErrorOut(BaseModel):

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dashboard.py                          # both modes, browser included
     .venv/bin/python bench/dashboard.py --modes embedded --no-browser   # keeps the other mode's figures
+    (--modes takes embedded and/or distributed: SQLite, or PostgreSQL and Redis)
     .venv/bin/python bench/dashboard.py --jobs 10000 --runs 100 --steps 10000
 
 For each mode the real service is started (embedded: `trainyard up` on SQLite; distributed:
@@ -282,17 +283,27 @@ def run_mode(mode: str, args) -> dict:
         return result
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default="embedded,distributed")
-    parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=10_000)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--modes", nargs="+", choices=common.MODES, default=list(common.MODES),
+                        help="embedded: trainyard up on SQLite; distributed: PostgreSQL + Redis")
+    parser.add_argument("--jobs", type=positive_int, default=10_000)
+    parser.add_argument("--runs", type=positive_int, default=100)
+    parser.add_argument("--steps", type=positive_int, default=10_000)
+    parser.add_argument("--epochs", type=positive_int, default=20)
+    parser.add_argument("--repeats", type=positive_int, default=7)
     parser.add_argument("--no-browser", dest="browser", action="store_false")
     args = parser.parse_args()
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.runs > args.jobs or args.epochs > args.steps:
+        parser.error("--runs must be at most --jobs, and --epochs at most --steps")
+    modes = list(dict.fromkeys(args.modes))
     result = common.run_header("dashboard", vars(args))
     # A run of some modes keeps the other modes' figures from the results file (each mode
     # records its own date and load average).

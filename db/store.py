@@ -13,6 +13,7 @@ same job cannot both win: the database serialises the updates and only the first
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import functools
 import hashlib
 import json
@@ -27,23 +28,24 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     URL,
-    Integer,
-    String,
     and_,
     bindparam,
     case,
     delete,
     func,
-    literal_column,
     or_,
     select,
     text,
-    true,
-    union_all,
     update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
+from sqlalchemy.orm import Session
 
 from db.session import make_engine, make_session_factory, normalize_url, session_scope
 from db.tables import (
@@ -60,12 +62,17 @@ from db.tables import (
     Metric,
     MetricRollup,
     WebSession,
+    Worker,
     utcnow,
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Postgres advisory-lock key held while migrating: any constant shared by every process.
 MIGRATION_LOCK_KEY = 0x7472_6169_6E79_6172  # "trainyar" in ASCII
+# First half of the two-int Postgres advisory lock held while a job is counted against its
+# owner's queue cap and inserted (the second half: hashtext(owner)). The two-int keys are a
+# space apart from the one-bigint keys, so it never meets MIGRATION_LOCK_KEY.
+QUEUE_CAP_LOCK_CLASS = 0x7479_6A62  # "tyjb"
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 
@@ -89,12 +96,61 @@ class Conflict(StoreError):
     """A row with the same unique key already exists."""
 
 
+class QuotaExceeded(StoreError):
+    """The owner already has as many queued jobs as allowed (`max_queued` of create_job)."""
+
+    def __init__(self, owner: str, queued: int, limit: int) -> None:
+        self.owner, self.queued, self.limit = owner, queued, limit
+        super().__init__(f"{owner} has {queued} queued jobs; the limit is {limit}")
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True for a database that is unreachable (stopped, restarting, network), as opposed to
     an error of the statement itself, which no retry would fix."""
     if isinstance(exc, OperationalError | InterfaceError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def describe_db_error(exc: BaseException) -> str | None:
+    """A short, SQL-free account of a database error, for users to read (a failed job's
+    error); None when `exc` is not one (nor raised `from` one). SQLAlchemy's own str() adds
+    the statement and its parameters (users' data, the schema): here only the first line of
+    the driver's message is kept. Our StoreErrors already speak plainly: None for them.
+    Like is_connection_error, it keeps the worker from importing SQLAlchemy."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and not isinstance(current, StoreError):
+        seen.add(id(current))
+        if isinstance(current, StatementError):
+            # The driver's error (orig), else SQLAlchemy's own message: args[0] has no SQL.
+            source = current.orig if current.orig is not None else current
+            message = str(source) if source is not current else str(next(iter(current.args), ""))
+            lines = message.strip().splitlines() or ["no message"]
+            return f"database error ({type(source).__name__}): {lines[0]}"[:500]
+        current = current.__cause__
+    return None
+
+
+# SQLSTATE 53100 (disk_full) on PostgreSQL; SQLITE_FULL is SQLite's result code 13.
+_POSTGRES_DISK_FULL, _SQLITE_FULL = "53100", 13
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True when `exc` (or what it was raised from) says the disk is full: an OSError with
+    ENOSPC or EDQUOT, SQLite's "database or disk is full", PostgreSQL's disk_full."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return True
+        if getattr(current, "sqlstate", None) == _POSTGRES_DISK_FULL:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
 
 
 @dataclass(frozen=True)
@@ -328,17 +384,20 @@ class Store:
         name: str | None = None,
         idempotency_key: str | None = None,
         owner: str = LOCAL_OWNER,
+        max_queued: int | None = None,
     ) -> JobRecord:
         """Insert a queued job (attempts 0); unnamed jobs are called `<model>-<dataset>-<id>`.
 
         `enqueued_at` is set to now: the caller sends it to the broker next. A second job
         of the same owner with the same `idempotency_key` raises Conflict (see
-        `create_job_once`).
+        `create_job_once`). With `max_queued`, QuotaExceeded when the owner already has that
+        many queued jobs: counted and inserted as one step, so concurrent calls never
+        overshoot it (see `_insert_job`).
         """
-        now = utcnow()
         try:
-            return self._insert_job(model, dataset, hyperparameters, device, name,
-                                    idempotency_key, now, owner)
+            job, _ = self._insert_job(model, dataset, hyperparameters, device, name,
+                                      idempotency_key, utcnow(), owner, max_queued)
+            return job
         except IntegrityError as exc:
             if idempotency_key is not None:
                 raise Conflict(f"a job with idempotency key {idempotency_key!r} exists") from exc
@@ -347,25 +406,27 @@ class Store:
     def create_job_once(
         self, idempotency_key: str, model: str, dataset: str,
         hyperparameters: Mapping[str, Any], device: str = "auto", name: str | None = None,
-        owner: str = LOCAL_OWNER,
+        owner: str = LOCAL_OWNER, max_queued: int | None = None,
     ) -> tuple[JobRecord, bool]:
         """The owner's job created with `idempotency_key`, creating it if none is:
-        (job, created).
+        (job, created). A retry is answered with its job even when the queue cap
+        (`max_queued`, as in create_job) is reached meanwhile.
 
         Concurrent callers with the same key race on the unique constraint; the losers'
-        INSERT fails and they read the winner's job.
+        INSERT fails and they read the winner's job. (With `max_queued` they do not even
+        race: the owner's lock orders them, and the later ones find the key taken.)
         """
         existing = self.get_job_by_idempotency_key(idempotency_key, owner)
         if existing is not None:
             return existing, False
         try:
-            job = self.create_job(model, dataset, hyperparameters, device=device, name=name,
-                                  idempotency_key=idempotency_key, owner=owner)
-            return job, True
-        except Conflict:
+            return self._insert_job(model, dataset, hyperparameters, device, name,
+                                    idempotency_key, utcnow(), owner, max_queued,
+                                    reuse_key=True)
+        except IntegrityError as exc:
             existing = self.get_job_by_idempotency_key(idempotency_key, owner)
             if existing is None:  # pragma: no cover - the winner's row was deleted meanwhile
-                raise
+                raise Conflict(f"a job with idempotency key {idempotency_key!r} exists") from exc
             return existing, False
 
     def get_job_by_idempotency_key(self, key: str, owner: str = LOCAL_OWNER) -> JobRecord | None:
@@ -373,9 +434,38 @@ class Store:
             job = s.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
             return _record(JobRecord, job) if job is not None else None
 
+    def _lock_owner_queue(self, session: Session, owner: str) -> None:
+        """Hold off, until this transaction ends, every other transaction that takes the same
+        lock for `owner`: what it counts then cannot change before it inserts. Postgres: a
+        transaction-scoped advisory lock on (QUEUE_CAP_LOCK_CLASS, hashtext(owner)), so other
+        owners are not held up (a hash collision only makes two owners take turns). SQLite:
+        the database's write lock, taken before anything is read (BEGIN IMMEDIATE, waiting
+        for the busy timeout): SQLite has one writer anyway, and pysqlite would otherwise read
+        outside a transaction and begin one only at the INSERT."""
+        if self.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(CAST(:cls AS integer), "
+                                 "hashtext(:owner))"), {"cls": QUEUE_CAP_LOCK_CLASS,
+                                                         "owner": owner})
+        elif self.dialect == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+
     def _insert_job(self, model, dataset, hyperparameters, device, name, idempotency_key,
-                    now, owner) -> JobRecord:
+                    now, owner, max_queued=None, reuse_key=False) -> tuple[JobRecord, bool]:
+        """(job, created). With `max_queued`, one transaction locks the owner's queue
+        (`_lock_owner_queue`), counts its queued jobs (QuotaExceeded at the cap) and inserts.
+        With `reuse_key` too, the owner's job already made with `idempotency_key` is returned
+        (created False) before anything is counted: a retry is not a new job."""
         with self._session() as s:
+            if max_queued is not None:
+                self._lock_owner_queue(s, owner)
+                if reuse_key and idempotency_key is not None:
+                    existing = s.scalar(select(Job).where(
+                        Job.owner == owner, Job.idempotency_key == idempotency_key))
+                    if existing is not None:
+                        return _record(JobRecord, existing), False
+                queued = self._count_jobs(s, owner, ["queued"])
+                if queued >= max_queued:
+                    raise QuotaExceeded(owner, queued, max_queued)
             job = Job(
                 name=name or "",
                 model=model,
@@ -397,7 +487,7 @@ class Store:
             s.flush()
             if not name:
                 job.name = f"{model}-{dataset}-{job.id}"
-            return _record(JobRecord, job)
+            return _record(JobRecord, job), True
 
     def get_job(self, job_id: int) -> JobRecord | None:
         with self._session() as s:
@@ -431,12 +521,17 @@ class Store:
             return [_record(JobRecord, job) for job in page], total
 
     def count_jobs(self, owner: str, statuses: Sequence[str]) -> int:
-        """How many of the owner's jobs are in one of `statuses` (the per-user queue cap)."""
+        """How many of the owner's jobs are in one of `statuses`. (The queue cap itself is
+        checked by create_job's `max_queued`, in the transaction that inserts.)"""
         with self._session() as s:
-            stmt = select(func.count()).select_from(Job).where(
-                Job.owner == owner, Job.status.in_(list(statuses))
-            )
-            return s.scalar(stmt) or 0
+            return self._count_jobs(s, owner, statuses)
+
+    @staticmethod
+    def _count_jobs(session: Session, owner: str, statuses: Sequence[str]) -> int:
+        stmt = select(func.count()).select_from(Job).where(
+            Job.owner == owner, Job.status.in_(list(statuses))
+        )
+        return session.scalar(stmt) or 0
 
     def queued_job_ids(self) -> list[int]:
         """Ids of every queued job, oldest first (e.g. to re-enqueue after a broker loss)."""
@@ -1046,10 +1141,15 @@ class Store:
                 result[job_id].append(name)
         return result
 
+    # How many series (one job's one metric) one statement of bulk_series reads: its text, its
+    # parameters, the server's memory and the rows fetched at once stay this size whatever
+    # the number of runs compared.
+    SERIES_PER_QUERY = 256
+
     def bulk_series(
         self, job_ids: Iterable[int], names: Iterable[str], max_points: int
     ) -> dict[int, dict[str, dict[str, Any]]]:
-        """Several metric series of many jobs, downsampled, in a few queries whatever their number.
+        """Several metric series of many jobs, downsampled, a bounded batch of series at a time.
 
         Returns `{job_id: {name: series}}` for the series that exist, each series
         `{"step": [...], "epoch": [...], "value": [...], "final", "best",
@@ -1071,272 +1171,219 @@ class Store:
           max per block of 16 steps and epoch, kept by add_metrics): buckets of `wb` whole
           blocks, `wb = ceil((hi // 16 - lo // 16 + 1) / (max_points - 1))`, counted from the
           block of `lo`; the last block's points are read themselves, to split off `hi`. A
-          10,000-step series is ~625 rollup rows instead of 10,000 points: what makes a
-          hundred runs fast.
+          10,000-step series is ~625 rollup rows instead of 10,000 points.
 
         Also from the same rows: `final` (the value at the last step), `best` (lowest for
         losses and perplexity, highest for accuracy, else the final value) and the mean of
         each epoch's values (`epochs`), so "the value at epoch E" needs no further query.
+
+        Cost: the (job, name) pairs go SERIES_PER_QUERY at a time, as parameters of a
+        statement of fixed text (`_series_source`), and each series is read on its own by
+        index range scans: its bounds (two seeks and at most `max_points` rollup keys), then
+        its points or rollup rows, summed by bucket and epoch in a small group of its own. So
+        the work is linear in the series and the rows they are bucketed from (at most ~16 per
+        point returned for a short series, 1/16 of the points for a long one), and neither
+        the statements nor the server's memory grow with the number of runs.
         """
         if max_points < 2:
             raise ValueError("max_points must be at least 2")
         ids = sorted({int(i) for i in job_ids})
         wanted = [str(n) for n in dict.fromkeys(names)]
-        if not ids or not wanted:
-            return {}
+        pairs = [(job_id, name) for job_id in ids for name in wanted]
         buckets = max_points - 1
-        name_params = {
-            n: bindparam(f"wanted_name_{i}", n, type_=String(200)) for i, n in enumerate(wanted)
-        }
-        wanted_rows = union_all(*[select(p.label("name")) for p in name_params.values()])
-        wanted_sq = wanted_rows.subquery("wanted")
-        probe = aliased(Metric)
-        in_series = (probe.job_id == Job.id, probe.name == wanted_sq.c.name)
-        lo = select(func.min(probe.step)).where(*in_series).scalar_subquery()
-        hi = select(func.max(probe.step)).where(*in_series).scalar_subquery()
-        blocks = (
-            select(func.count())
-            .select_from(MetricRollup)
-            .where(MetricRollup.job_id == Job.id, MetricRollup.name == wanted_sq.c.name)
-            .scalar_subquery()
-        )
-        bounds_stmt = (
-            select(Job.id, wanted_sq.c.name, lo, hi, blocks)
-            .select_from(Job)
-            .join(wanted_sq, true())
-            .where(Job.id.in_(ids))
-        )
+        result: dict[int, dict[str, dict[str, Any]]] = {}
         with self._session() as s:
-            found = [row for row in s.execute(bounds_stmt) if row[3] is not None]
-            short = [(j, n, a, z) for j, n, a, z, count in found if count <= buckets]
-            long = [(j, n, a, z) for j, n, a, z, count in found if count > buckets]
-            rows = []
-            if short and self.dialect == "sqlite":
-                rows += self._bucket_rows_sqlite(s, short, buckets)
-            elif short:
-                rows += self._bucket_rows_grouped(s, short, buckets, wanted, name_params)
-            if long:
-                rows += self._bucket_rows_rollups(s, long, buckets, name_params)
-        return self._merge_buckets(rows)
+            if self.dialect == "postgresql":
+                # A statement of a few hundred small per-series groups is estimated costly
+                # enough to be JIT-compiled: ~40 ms each that buy nothing. This transaction only.
+                s.execute(text("SET LOCAL jit = off"))
+            for start in range(0, len(pairs), self.SERIES_PER_QUERY):
+                found = self._series_bounds(s, pairs[start:start + self.SERIES_PER_QUERY], buckets)
+                merged: dict[tuple[int, str], dict[str, Any]] = {}
+                readers = ((False, self._short_series), (True, self._long_series))
+                for long, read in readers:
+                    group = [(j, n, lo, hi) for j, n, lo, hi, many in found if many == long]
+                    if not group:
+                        continue
+                    for (job_id, name, _, _), got in zip(group, read(s, group, buckets),
+                                                         strict=True):
+                        if got is not None:
+                            merged[job_id, name] = self._merge_series(name, *got)
+                for job_id, name, *_ in found:  # in the order asked for
+                    if (job_id, name) in merged:
+                        result.setdefault(job_id, {})[name] = merged[job_id, name]
+        return result
 
-    @staticmethod
-    def _series_table(columns: list[str], values: list[tuple], name_params: dict) -> Any:
-        """A literal table, one row per series: integers inlined, the metric name (column
-        "name") as the shared bound parameter; joined to metric rows in one pass."""
-        rows = []
-        for row in values:
-            cells = []
-            for column, value in zip(columns, row, strict=True):
-                if column == "name":
-                    cells.append(name_params[value].label("name"))
-                else:
-                    cells.append(literal_column(str(int(value)), Integer).label(column))
-            rows.append(select(*cells))
-        return union_all(*rows).subquery("series")
+    def _series_source(self, columns: list[str], rows: list[tuple]) -> tuple[str, str, dict]:
+        """`rows` as the table `s` of one statement, passed as parameters however many there
+        are: (WITH clause, FROM item, parameters). Column "name" holds text, the others
+        integers. Postgres: one array per column, unnested; SQLite: one JSON text read by
+        json_each, materialized once (else every reference would parse it again).
 
-    def _bucket_rows_rollups(
-        self, s: Session, found: list[tuple], buckets: int, name_params: dict
-    ) -> list[tuple]:
-        """bulk_series for long series, from their rollup rows: rows (job_id, name, bucket,
-        epoch, last step, count, sum, min, max), one per bucket and epoch."""
+        (The literal table of one `SELECT ... UNION ALL` per series that bulk_series once
+        built failed on SQLite past 500 series, its limit on the terms of a compound SELECT,
+        and on Postgres took seconds and gigabytes to plan past a thousand, then "stack depth
+        limit exceeded".)"""
+        if self.dialect == "postgresql":
+            arrays = ", ".join(
+                f"CAST(:s_{c} AS {'varchar' if c == 'name' else 'integer'}[])" for c in columns
+            )
+            params = {f"s_{c}": [row[i] for row in rows] for i, c in enumerate(columns)}
+            return "", f"unnest({arrays}) AS s({', '.join(columns)})", params
+        cells = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+        with_clause = (f"WITH series({', '.join(columns)}) AS MATERIALIZED "
+                       f"(SELECT {cells} FROM json_each(:series))")
+        return with_clause, "series AS s", {"series": json.dumps([list(row) for row in rows])}
+
+    def _series_bounds(self, s: Session, pairs: list[tuple], buckets: int) -> list[tuple]:
+        """(job_id, name, first step, last step, long) for each (job_id, name) of `pairs` that
+        has points; long: more than `buckets` rollup rows (found reading at most buckets + 1
+        of their keys, so the bounds cost two index seeks and one short range per series)."""
+        with_clause, source, params = self._series_source(["job_id", "name"], pairs)
+        in_series = "m.job_id = s.job_id AND m.name = s.name"
+        stmt = text(
+            f"""
+            {with_clause}
+            SELECT s.job_id, s.name,
+                   (SELECT min(m.step) FROM metrics m WHERE {in_series}),
+                   (SELECT max(m.step) FROM metrics m WHERE {in_series}),
+                   (SELECT r.block FROM metric_rollups r
+                    WHERE r.job_id = s.job_id AND r.name = s.name
+                    LIMIT 1 OFFSET :buckets) IS NOT NULL
+            FROM {source}
+            """
+        )
+        rows = s.connection().execute(stmt, {**params, "buckets": buckets}).all()
+        return [(j, n, lo, hi, bool(many)) for j, n, lo, hi, many in rows if hi is not None]
+
+    def _grouped_rows(self, s: Session, columns: list[str], table: list[tuple],
+                      groups_sql: str) -> list[tuple | None]:
+        """For each series of `table` (its first column `sid` is its position), the rows that
+        `groups_sql` selects for it, columns k, e, ms, c, t, mn, mx (bucket, epoch, last step,
+        count, sum, min, max), as `([(k, e, ms, c, t), ...], min, max)` (t as text on SQLite), or
+        None if it has none.
+
+        `groups_sql` is a correlated subquery: each series is read by index ranges of its own
+        and grouped alone, whatever the planner estimates (a join grouping the whole batch
+        could hash or sort all of it at once, or scan the whole table). Each comes back as one
+        JSON array; on SQLite the floats travel as text printed with 17 digits (printf's '!'
+        flag), as its JSON would keep only 15. (Merging the groups into points and epoch
+        means in SQL as well was slower on both databases than `_merge_series`.)"""
+        with_clause, source, params = self._series_source(columns, table)
+        if self.dialect == "postgresql":
+            packed = ("json_build_array(json_agg(json_build_array(k, e, ms, c, t)), "
+                      "min(mn), max(mx))")
+        else:
+            exact = "CASE WHEN {0} IS NULL THEN NULL ELSE printf('%!.17g', {0}) END".format
+            packed = (f"json_array(json_group_array(json_array(k, e, ms, c, {exact('t')})), "
+                      f"{exact('min(mn)')}, {exact('max(mx)')})")
+        stmt = text(f"{with_clause} SELECT s.sid, (SELECT {packed} FROM ({groups_sql}) AS g) "
+                    f"FROM {source}")
+        out: list[tuple | None] = [None for _ in table]
+        for sid, packed_rows in s.connection().execute(stmt, params).all():
+            if isinstance(packed_rows, str):  # SQLite; psycopg has parsed the JSON already
+                packed_rows = json.loads(packed_rows)
+            rows, low, high = packed_rows
+            if rows:
+                out[sid] = (rows, None if low is None else float(low),
+                            None if high is None else float(high))
+        return out
+
+    def _short_series(self, s: Session, found: list[tuple], buckets: int) -> list:
+        """bulk_series for short series, from their points: for each series of `found`, its
+        rows (bucket, epoch, last step, count, sum), one per bucket and epoch, and its min and
+        max (see `_grouped_rows`)."""
+        table = []
+        for sid, (job_id, name, first, last) in enumerate(found):
+            width = max(1, -(-(last - first) // buckets))  # ceil((last - first) / buckets)
+            table.append((sid, job_id, name, first, last, width))
+        groups = """
+            SELECT CASE WHEN m.step = s.hi THEN -1 ELSE (m.step - s.lo) / s.w END AS k,
+                   m.epoch AS e, max(m.step) AS ms, count(m.value) AS c,
+                   sum(m.value) AS t, min(m.value) AS mn, max(m.value) AS mx
+            FROM metrics m
+            -- points written after the bounds were read wait for the next request
+            WHERE m.job_id = s.job_id AND m.name = s.name AND m.step <= s.hi
+            GROUP BY 1, 2
+        """
+        return self._grouped_rows(s, ["sid", "job_id", "name", "lo", "hi", "w"], table, groups)
+
+    def _long_series(self, s: Session, found: list[tuple], buckets: int) -> list:
+        """bulk_series for long series, from their rollup rows: for each series of `found`,
+        its rows (bucket, epoch, last step, count, sum), one per bucket and epoch, and its
+        min and max (see `_grouped_rows`)."""
         B = ROLLUP_BLOCK_STEPS
         table = []
         for sid, (job_id, name, first, last) in enumerate(found):
             lo_b, hi_b = first // B, last // B
             width = max(1, -(-(hi_b - lo_b + 1) // buckets))  # ceil(blocks / buckets)
             table.append((sid, job_id, name, lo_b, hi_b, width, last))
-        series_table = self._series_table(
-            ["sid", "job_id", "name", "lo_b", "hi_b", "wb", "hi"], table, name_params
-        )
-        t = series_table.c
-        r = MetricRollup
-        bucket = (r.block - t.lo_b) // t.wb
-        # Every block before the last one, summed by bucket and epoch in SQL.
-        summed = (
-            select(t.sid, bucket, r.epoch, func.max(r.last_step), func.sum(r.n), func.sum(r.total),
-                   func.min(r.low), func.max(r.high))
-            .join(series_table, and_(r.job_id == t.job_id, r.name == t.name))
-            .where(r.block < t.hi_b)
-            .group_by(t.sid, bucket, r.epoch)
-        )
-        series = [(job_id, name) for job_id, name, _, _ in found]
-        rows = [(*series[sid], *rest) for sid, *rest in s.execute(summed)]
-        # The last block point by point (at most 16): its final point is a bucket of its own.
-        tail = (
-            select(t.sid, Metric.step, Metric.epoch, Metric.value, t.lo_b, t.hi_b, t.wb, t.hi)
-            .join(series_table, and_(Metric.job_id == t.job_id, Metric.name == t.name))
-            .where(Metric.step >= t.hi_b * B, Metric.step <= t.hi)
-        )
-        for sid, step, epoch, value, lo_b, hi_b, wb, hi in s.execute(tail):
-            value = _finite_or_none(value)
-            bkt = -1 if step == hi else (hi_b - lo_b) // wb
-            n = 0 if value is None else 1
-            rows.append((*series[sid], bkt, epoch, step, n, value, value, value))
-        return rows
-
-    def _bucket_rows_grouped(
-        self,
-        s: Session, found: list[tuple], buckets: int, wanted: list[str], name_params: dict
-    ) -> list[tuple]:
-        """bulk_series' one grouped pass (Postgres): rows (job_id, name, bucket, epoch,
-        last step, count, sum, min, max), one per bucket and epoch."""
-        table = []
-        for sid, (job_id, name, first, last) in enumerate(found):
-            width = max(1, -(-(last - first) // buckets))  # ceil((last - first) / buckets)
-            table.append((sid, job_id, name, first, last, width))
-        bounds = self._series_table(["sid", "job_id", "name", "lo", "hi", "w"], table, name_params)
-        b = bounds.c
-        bucket = case((Metric.step == b.hi, -1), else_=(Metric.step - b.lo) // b.w)
-        stmt = (
-            select(
-                b.sid,
-                bucket.label("bucket"),
-                Metric.epoch,
-                func.max(Metric.step),
-                func.count(Metric.value),
-                func.sum(Metric.value),
-                func.min(Metric.value),
-                func.max(Metric.value),
-            )
-            .join(bounds, and_(b.job_id == Metric.job_id, b.name == Metric.name))
-            # points written after the bounds were read wait for the next request
-            .where(Metric.name.in_(wanted), Metric.step <= b.hi)
-            # grouped by the series' number rather than (job_id, name): hashing two integers
-            # per row instead of an integer and a text is a third of the query's time
-            .group_by(b.sid, bucket, Metric.epoch)
-        )
-        if self.dialect == "postgresql":
-            # ~200 groups per series: let the planner hash them in memory rather than sort
-            # a million rows on disk (work_mem defaults to 4 MB); this transaction only.
-            s.execute(text("SET LOCAL work_mem = '64MB'"))
-        series = [(job_id, name) for job_id, name, _, _ in found]
-        return [(*series[sid], *rest) for sid, *rest in s.execute(stmt)]
-
-    @staticmethod
-    def _bucket_rows_sqlite(s: Session, found: list[tuple], buckets: int) -> list[tuple]:
-        """bulk_series on SQLite: the same rows as `_bucket_rows_grouped`, found per bucket.
-
-        SQLite has no hash aggregation: a GROUP BY over computed buckets sorts every row (a
-        million for a hundred 10,000-step runs). Here a recursive query lists the buckets and
-        each is one range scan of the (job_id, name, step) index, grouped by epoch within the
-        range (a few dozen rows), so nothing large is ever sorted: about twice as fast. A
-        bucket's groups come back as one JSON text, the floats printed with 17 exact digits
-        (printf's '!' flag), so that every one survives the trip unchanged.
+        # Every block before the last one summed by bucket and epoch; then the last block
+        # point by point (at most 16), its final point a bucket of its own.
+        groups = f"""
+            SELECT (r.block - s.lo_b) / s.wb AS k, r.epoch AS e, max(r.last_step) AS ms,
+                   sum(r.n) AS c, sum(r.total) AS t, min(r.low) AS mn, max(r.high) AS mx
+            FROM metric_rollups r
+            WHERE r.job_id = s.job_id AND r.name = s.name AND r.block < s.hi_b
+            GROUP BY 1, 2
+            UNION ALL
+            SELECT CASE WHEN m.step = s.hi THEN -1 ELSE (s.hi_b - s.lo_b) / s.wb END,
+                   m.epoch, m.step, CASE WHEN m.value IS NULL THEN 0 ELSE 1 END,
+                   m.value, m.value, m.value
+            FROM metrics m
+            WHERE m.job_id = s.job_id AND m.name = s.name
+              AND m.step >= s.hi_b * {int(B)} AND m.step <= s.hi
         """
-        params: dict[str, Any] = {}
-        selects = []
-        for i, (job_id, name, first, last) in enumerate(found):
-            width = max(1, -(-(last - first) // buckets))  # ceil((last - first) / buckets)
-            params[f"n{i}"] = name
-            selects.append(
-                f"SELECT {int(job_id)}, :n{i}, {int(first)}, {int(last)}, {int(width)}"
-            )
-        stmt = text(
-            f"""
-            WITH RECURSIVE b(job_id, name, lo, hi, w) AS ({" UNION ALL ".join(selects)}),
-            -- p: the first point of each bucket that holds one, found by one index seek from
-            -- the end of the bucket before, so a sparse series (a point per epoch) visits its
-            -- points, not every empty bucket
-            hops(job_id, name, p, lo, hi, w) AS (
-                SELECT job_id, name, lo, lo, hi, w FROM b WHERE hi > lo
-                UNION ALL
-                SELECT job_id, name,
-                       (SELECT min(m.step) FROM metrics m
-                        WHERE m.job_id = hops.job_id AND m.name = hops.name
-                          AND m.step > hops.lo + (hops.p - hops.lo) / hops.w * hops.w + hops.w - 1),
-                       lo, hi, w
-                FROM hops WHERE p < hi
-            ),
-            bk(job_id, name, k, s0, s1) AS (
-                SELECT job_id, name, (p - lo) / w, lo + (p - lo) / w * w,
-                       min(lo + (p - lo) / w * w + w - 1, hi - 1)
-                FROM hops WHERE p < hi
-                UNION ALL
-                SELECT job_id, name, -1, hi, hi FROM b
-            )
-            SELECT job_id, name, json_group_array(json_array(k, json(packed))) FROM (
-                SELECT bk.job_id, bk.name, bk.k, (
-                    SELECT json_group_array(json_array(g.e, g.ms, g.c, g.t, g.lo, g.hi)) FROM (
-                        SELECT m.epoch AS e, max(m.step) AS ms, count(m.value) AS c,
-                               printf('%!.17g', sum(m.value)) AS t,
-                               printf('%!.17g', min(m.value)) AS lo,
-                               printf('%!.17g', max(m.value)) AS hi
-                        FROM metrics m
-                        WHERE m.job_id = bk.job_id AND m.name = bk.name
-                          AND m.step >= bk.s0 AND m.step <= bk.s1
-                        GROUP BY m.epoch
-                    ) AS g
-                ) AS packed
-                FROM bk
-            )
-            GROUP BY job_id, name
-            """
+        return self._grouped_rows(
+            s, ["sid", "job_id", "name", "lo_b", "hi_b", "wb", "hi"], table, groups
         )
-        # One JSON text per series (a few hundred rows to fetch, not one per bucket).
-        rows = []
-        for job_id, name, packed in s.execute(stmt, params):
-            for bucket, groups in json.loads(packed):
-                for epoch, last, count, total, low, high in groups:
-                    if last is None:
-                        continue
-                    rows.append((
-                        job_id, name, bucket, epoch, last, count,
-                        float(total) if count else None,
-                        float(low) if count else None,
-                        float(high) if count else None,
-                    ))
-        return rows
 
     @staticmethod
-    def _merge_buckets(rows: list[tuple]) -> dict[int, dict[str, dict[str, Any]]]:
-        """bulk_series' answer from (job_id, name, bucket, epoch, last step, count, sum, min,
-        max) rows: one point per bucket, final and best values, each epoch's mean."""
-        # (job, name) -> bucket -> [last step, epoch at it, count, sum]; and per-series stats
-        groups: dict[tuple[int, str], dict[int, list[Any]]] = {}
-        per_epoch: dict[tuple[int, str], dict[int, list[float]]] = {}
-        extremes: dict[tuple[int, str], list[Any]] = {}
-        for job_id, name, bkt, epoch, last, count, total, low, high in rows:
-            key = (job_id, name)
-            point = groups.setdefault(key, {}).get(bkt)
+    def _merge_series(
+        name: str, rows: list[list], low: float | None, high: float | None
+    ) -> dict[str, Any]:
+        """One series of bulk_series' answer from its (bucket, epoch, last step, count, sum)
+        rows (the sum a float, or its exact text from SQLite) and its lowest and highest
+        value: one point per bucket, final and best values, each epoch's mean. One pass over
+        the rows: this runs for every bucket of every series of the answer."""
+        points: dict[int, list[Any]] = {}  # bucket -> [last step, epoch at it, count, sum]
+        epochs: dict[int, list[Any]] = {}  # epoch -> [count, sum]
+        for bucket, epoch, last, count, total in rows:
+            total = float(total) if count else 0.0
+            acc = epochs.get(epoch)
+            if acc is None:
+                epochs[epoch] = [count, total]
+            else:
+                acc[0] += count
+                acc[1] += total
+            point = points.get(bucket)
             if point is None:
-                groups[key][bkt] = [last, epoch, count, total or 0.0]
+                points[bucket] = [last, epoch, count, total]
             else:
                 if last > point[0]:
                     point[0], point[1] = last, epoch
                 point[2] += count
-                point[3] += total or 0.0
-            if count:
-                acc = per_epoch.setdefault(key, {}).setdefault(epoch, [0, 0.0])
-                acc[0] += count
-                acc[1] += total
-                ext = extremes.setdefault(key, [low, high])
-                ext[0], ext[1] = min(ext[0], low), max(ext[1], high)
-            else:
-                per_epoch.setdefault(key, {}).setdefault(epoch, [0, 0.0])
-        result: dict[int, dict[str, dict[str, Any]]] = {}
-        for (job_id, name), by_bucket in groups.items():
-            ordered = sorted(by_bucket.values(), key=lambda p: p[0])
-            values = [_finite_or_none(p[3] / p[2]) if p[2] else None for p in ordered]
-            final = values[-1]
-            lower_is_better = _best_is_min(name)
-            ext = extremes.get((job_id, name))
-            if lower_is_better is None or ext is None:
-                best = final
-            else:
-                best = _finite_or_none(ext[0] if lower_is_better else ext[1])
-            epochs = sorted(per_epoch.get((job_id, name), {}).items())
-            result.setdefault(job_id, {})[name] = {
-                "step": [int(p[0]) for p in ordered],
-                "epoch": [int(p[1]) for p in ordered],
-                "value": values,
-                "final": final,
-                "best": best,
-                "epochs": {
-                    "epoch": [int(e) for e, _ in epochs],
-                    "mean": [_finite_or_none(t / c) if c else None for _, (c, t) in epochs],
-                },
-            }
-        return result
+                point[3] += total
+        ordered = sorted(points.values(), key=lambda p: p[0])
+        values = [_finite_or_none(p[3] / p[2]) if p[2] else None for p in ordered]
+        final = values[-1]
+        lower_is_better = _best_is_min(name)
+        if lower_is_better is None or low is None:
+            best = final
+        else:
+            best = _finite_or_none(low if lower_is_better else high)
+        by_epoch = sorted(epochs.items())
+        return {
+            "step": [p[0] for p in ordered],
+            "epoch": [p[1] for p in ordered],
+            "value": values,
+            "final": final,
+            "best": best,
+            "epochs": {
+                "epoch": [e for e, _ in by_epoch],
+                "mean": [_finite_or_none(t / c) if c else None for _, (c, t) in by_epoch],
+            },
+        }
 
     # ---- texts ------------------------------------------------------------------------
 
@@ -1500,6 +1547,48 @@ class Store:
             )
             return bytes(data) if data is not None else None
 
+    # ---- workers ----------------------------------------------------------------------
+
+    def record_worker_seen(self, name: str, hostname: str, pid: int, queues: Sequence[str]
+                           ) -> None:
+        """A worker's presence beat: insert its row or renew `seen_at` (one upsert)."""
+        now = utcnow()
+        stmt = self._dialect_insert(Worker.__table__).values(
+            name=name, hostname=hostname, pid=pid, queues=",".join(queues), started_at=now,
+            seen_at=now, stopped_at=None)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Worker.__table__.c.name],
+            set_={"seen_at": now, "stopped_at": None, "pid": pid,
+                  "queues": stmt.excluded.queues})
+        with self._session() as s:
+            s.execute(stmt)
+
+    def record_worker_stopped(self, name: str) -> None:
+        with self._session() as s:
+            s.execute(update(Worker).where(Worker.name == name).values(stopped_at=utcnow()))
+
+    def prune_workers(self, older_than_seconds: float) -> int:
+        """Forget workers not seen for `older_than_seconds` (dead or stopped long ago)."""
+        cutoff = utcnow() - dt.timedelta(seconds=older_than_seconds)
+        with self._session() as s:
+            return s.execute(delete(Worker).where(Worker.seen_at < cutoff)).rowcount or 0
+
+    def queue_health(self, alive_seconds: float) -> dict[str, dict[str, int]]:
+        """For each queue that has queued jobs or live workers: {"queued": jobs waiting,
+        "workers": workers seen within `alive_seconds` and not stopped that serve it}."""
+        cutoff = utcnow() - dt.timedelta(seconds=alive_seconds)
+        with self._session() as s:
+            queued = dict(s.execute(
+                select(Job.device, func.count()).where(Job.status == "queued")
+                .group_by(Job.device)).all())
+            served = s.scalars(select(Worker.queues).where(
+                Worker.seen_at >= cutoff, Worker.stopped_at.is_(None))).all()
+        health = {queue: {"queued": int(n), "workers": 0} for queue, n in queued.items()}
+        for queues in served:
+            for queue in filter(None, queues.split(",")):
+                health.setdefault(queue, {"queued": 0, "workers": 0})["workers"] += 1
+        return health
+
     # ---- API keys and dashboard sessions -----------------------------------------------
 
     def add_api_key(self, owner: str, prefix: str, key_hash: str,
@@ -1584,4 +1673,5 @@ __all__ = [
     "NotFound",
     "Store",
     "StoreError",
+    "is_storage_full",
 ]

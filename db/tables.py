@@ -304,3 +304,22 @@ class JobText(Base):
     name: Mapped[str] = mapped_column(String(200))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Worker(Base):
+    """A worker process that is, or was, serving queues: its presence beat.
+
+    Each worker upserts its row every `heartbeat_seconds` while its consumer runs and marks it
+    stopped when it shuts down; a row not seen for a lease is a dead worker. `/healthz` reads
+    these rows to tell whether each queue with jobs has someone serving it.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # celery node name
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(String(200))  # comma-separated, e.g. "cpu,auto"
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -58,7 +58,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     try:
         if args.keys_command == "create":
-            if not re.match(OWNER_PATTERN, args.name):
+            if not re.fullmatch(OWNER_PATTERN, args.name):
                 print("error: --name must be 1-100 characters of letters, digits, '.', '_', "
                       "'@' or '-', starting with a letter or digit", file=sys.stderr)
                 return 2
@@ -98,11 +98,29 @@ def _default_queues() -> str:
     return "cpu,cuda,auto" if torch.cuda.is_available() else "cpu,auto"
 
 
+SUPERVISED_ENV = "TRAINYARD_SUPERVISED"  # set by `up` for the worker it starts
+
+
+def _exit_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM (a drain) when its parent, `up`, dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before we asked
+        raise SystemExit("trainyard worker: the process that started it is gone")
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.celery_app import make_celery
 
+    import worker.lifecycle  # noqa: F401  (starts the reconciler and presence beat with it)
     import worker.tasks  # noqa: F401  (registers the task with whichever app runs)
 
+    if os.environ.get(SUPERVISED_ENV):
+        _exit_with_parent()
     _migrate(settings)
     if settings.torch_threads > 0:
         import torch
@@ -126,32 +144,26 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     print(f"trainyard worker {name}: queues {queues}, broker "
           f"{'embedded file-system queue at ' + str(settings.broker_dir) if settings.embedded_broker else 'redis'}",
           flush=True)
-    # Every worker also reconciles: requeues jobs whose worker stopped heart-beating, fails
-    # poison jobs, re-sends queued jobs whose broker message may be lost (worker/reconciler.py).
-    # It publishes through an app of its own: it runs in a thread beside the worker's consumer.
-    from worker.celery_app import enqueue_job
-    from worker.reconciler import Reconciler
-    from worker.runner import store_for
-
-    publisher = make_celery(settings)
-    reconciler = Reconciler(store_for(settings.resolved_database_url),
-                            lambda job_id, device: enqueue_job(publisher, job_id, device),
-                            settings).start()
-    try:
-        make_celery(settings).worker_main(argv)
-    finally:
-        reconciler.stop()
+    # The reconciler and the presence beat start with the consumer (worker/lifecycle.py).
+    make_celery(settings).worker_main(argv)
     return 0
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    """Embedded mode: API + dashboard in this process, one worker beside it, state under home."""
+    """Embedded mode: API + dashboard in this process, one supervised worker beside it."""
+    from trainyard.supervisor import Supervisor
+
     settings.home.mkdir(parents=True, exist_ok=True)
     if args.port:
-        settings.api_port = args.port
+        settings = settings.model_copy(update={"api_port": args.port})
     _migrate(settings)
     env = dict(os.environ, TRAINYARD_HOME=str(settings.home))
-    worker = subprocess.Popen([sys.executable, "-m", "trainyard", "worker"], env=env)
+    # A worker that dies (a crash, the OOM killer, kill -9) is started again.
+    # Its own session: Ctrl-C reaches only this process, which then drains the worker (SIGTERM)
+    # instead of racing the supervisor; TRAINYARD_SUPERVISED makes it exit if we die.
+    env[SUPERVISED_ENV] = "1"
+    worker = Supervisor("worker", lambda: subprocess.Popen(
+        [sys.executable, "-m", "trainyard", "worker"], env=env, start_new_session=True)).start()
     print(
         f"Trainyard is up (embedded): dashboard and API at {settings.resolved_api_url}/ , "
         f"docs at /docs\n  database: {settings.resolved_database_url}\n"
@@ -161,11 +173,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return cmd_api(argparse.Namespace(host=None, port=settings.api_port), settings)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
 
 
 # ---------------------------------------------------------------- using the service

@@ -79,6 +79,16 @@ class Settings(BaseSettings):
         description="How long a worker keeps training and retrying its writes (buffered, in "
         "order) while the database is unreachable before the job fails.",
     )
+    reconcile_in_api: bool = Field(
+        default=True,
+        description="The API process runs a reconciler too, so lost jobs are requeued and "
+        "lost messages re-sent even while no worker is alive.",
+    )
+    min_free_bytes: int = Field(
+        default=64 * 2**20, ge=0,
+        description="/healthz reports storage as full when the disk holding TRAINYARD_HOME or "
+        "the SQLite database has less free space than this.",
+    )
     max_infra_retries: int = Field(
         default=3, ge=0,
         description="Times a job may lose its worker and be requeued; one more loss fails it.",
@@ -123,6 +133,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=1024,
         description="Largest request body but dataset uploads (TRAINYARD_MAX_UPLOAD_BYTES).",
+    )
+    max_compare_series: int = Field(
+        default=5000, ge=1,
+        description="GET /compare/series reads at most this many series (runs x metric names) "
+        "of 200 points in one request; more is refused with 422. Asking for more points per "
+        "series allows proportionally fewer series.",
     )
     log_level: str = "INFO"
 

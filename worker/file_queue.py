@@ -2,8 +2,8 @@
 
 kombu's own `filesystem` transport creates a message file, then locks it and writes it. A worker
 polling the folder every 10 ms can take the file in between, read it empty and die of the
-JSONDecodeError (issue 9: a burst of 40 concurrent submits killed the only embedded worker). Two
-changes make it safe:
+JSONDecodeError: a burst of concurrent submits could kill the only embedded worker. Two changes
+make it safe:
 
 - A message is written whole under a temporary name in `staging/` (same filesystem) and renamed
   into the queue folder: a reader sees no file or the whole file, never a partial one.

@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 
-from db.store import Store, is_connection_error
+from db.store import Store, describe_db_error, is_connection_error
 from models.data import text_data_from_string
 from models.limits import check_limits, estimate, shape_of_data
 from models.registry import validate_hyperparameters
@@ -219,7 +219,7 @@ class PersistingCallbacks(Callbacks):
         self.flush()
         for name, text in texts.items():
             self.writer.submit(self.store.add_text, self.job_id, epoch=epoch, step=step,
-                               name=name, text=text)
+                               name=name, text=storable_text(text))
 
     def on_checkpoint(self, epoch: int, step: int, blob: bytes, metrics: dict) -> None:
         # Metrics first, so a checkpoint never points past the metrics stored for its run.
@@ -265,8 +265,20 @@ class PersistingCallbacks(Callbacks):
         return (DRAINING.is_set() or self.timed_out) and not lost and not self._stop
 
 
+def storable_text(text: str) -> str:
+    """`text` as any database can store it. A model trained on a text that holds NUL (an
+    upload from before uploads refused it) can sample NUL, which Postgres text refuses: it
+    becomes U+FFFD, the replacement character, so the job does not fail over its sample."""
+    return text.replace("\x00", "\ufffd")
+
+
 def _readable_error(exc: BaseException) -> str:
-    # The last frames are what a user needs; the whole traceback goes to the worker log.
+    # A database error is told in the driver's words, never with its SQL statement or
+    # parameters (users' data); the whole traceback goes to the worker log.
+    described = describe_db_error(exc)
+    if described is not None:
+        return described
+    # The last frames are what a user needs.
     tail = "".join(traceback.format_exception(exc)[-3:])
     return f"{type(exc).__name__}: {exc}\n{tail}"[:4000]
 

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 
 from api.auth import PrincipalDep
-from api.deps import MAX_ID, StoreDep, invalid
+from api.deps import MAX_ID, SettingsDep, StoreDep, invalid
 from api.schemas import (
     CompareOut,
     CompareSeriesOut,
     ErrorOut,
+    ValidationErrorOut,
     check_storable_json,
     finite_or_none,
 )
@@ -117,6 +118,8 @@ DEFAULT_SERIES = ("train_loss", "val_loss", "val_accuracy", "val_perplexity")
 MAX_SERIES_NAMES = 20
 MAX_SERIES_RUNS = 1000
 MAX_LABEL_KEYS = 6
+# The cap on one request (TRAINYARD_MAX_COMPARE_SERIES) counts series of this many points.
+DEFAULT_MAX_POINTS = 200
 
 
 def _label_value(value: Any) -> str:
@@ -165,20 +168,56 @@ def _parse_run_ids(raw: str) -> list[int]:
     return ids
 
 
+def check_series_cap(runs: int, names: int, names_given: bool, max_points: int, cap: int) -> None:
+    """422 when one request would read more than `cap` series (runs x names), or more than
+    `cap` series' worth of the default 200 points (series x max_points), naming the field to
+    change and the largest value allowed. The names count whether or not runs have them: the
+    cost of looking is paid either way."""
+    series = runs * names
+    if series > cap:
+        names_fit, runs_fit = cap // runs, cap // names
+        if names_fit and (names_given or not runs_fit):
+            field, fix = "names", f"ask for at most {names_fit} metric names with {runs} runs"
+        elif runs_fit:
+            field, fix = "ids", f"compare at most {runs_fit} runs with {names} names"
+        else:
+            field, fix = "ids", "compare fewer runs, with fewer names"
+        raise invalid(
+            ("query", field),
+            f"{runs} runs x {names} metric names is {series:,} series; one request may read at "
+            f"most {cap:,} (TRAINYARD_MAX_COMPARE_SERIES): {fix}",
+        )
+    budget = cap * DEFAULT_MAX_POINTS
+    if series * max_points > budget:
+        raise invalid(
+            ("query", "max_points"),
+            f"{series:,} series x {max_points} points is over the {budget:,} points one request "
+            f"may read (TRAINYARD_MAX_COMPARE_SERIES x {DEFAULT_MAX_POINTS}): give max_points "
+            f"<= {budget // series} for {series:,} series",
+        )
+
+
 @router.get(
     "/series",
     response_model=CompareSeriesOut,
-    responses={404: {"model": ErrorOut, "description": "Some of the ids are unknown."}},
+    responses={
+        404: {"model": ErrorOut, "description": "Some of the ids are unknown."},
+        422: {"model": ValidationErrorOut, "description": "Bad ids, names or max_points, or "
+              "more runs x names (or points) than one request may read "
+              "(TRAINYARD_MAX_COMPARE_SERIES), with the field to change and the maximum."},
+    },
     summary="Many runs' metric curves in one request, downsampled on the server",
 )
 def compare_series(
     store: StoreDep,
+    settings: SettingsDep,
     principal: PrincipalDep,
     ids: Annotated[
         str,
         Query(
             max_length=30_000,
-            description="Job ids and ranges, comma-separated: 1,2,10-20 (1 to 1000 runs).",
+            description="Job ids and ranges, comma-separated: 1,2,10-20 (1 to 1000 runs; "
+            "runs x names at most TRAINYARD_MAX_COMPARE_SERIES, 5000 by default).",
             examples=["1,2", "1-3", "1,2-3"],
         ),
     ],
@@ -192,8 +231,9 @@ def compare_series(
         ),
     ] = None,
     max_points: Annotated[
-        int, Query(ge=2, le=5_000, description="At most this many points per series.")
-    ] = 200,
+        int, Query(ge=2, le=5_000, description="At most this many points per series; runs x "
+                   "names x max_points at most TRAINYARD_MAX_COMPARE_SERIES x 200.")
+    ] = DEFAULT_MAX_POINTS,
 ) -> dict[str, Any]:
     """What the compare page draws: each run's config and a label made of the settings that
     differ, and for each asked metric its curve (bucket means over equal step ranges, ending on
@@ -208,6 +248,8 @@ def compare_series(
             check_storable_json(wanted)
         except ValueError as exc:
             raise invalid(("query", "names"), str(exc)) from exc
+    check_series_cap(len(job_ids), len(wanted), names is not None, max_points,
+                     settings.max_compare_series)
     jobs = visible_jobs(store, principal, job_ids)
     metric_names = store.metric_names_many(job_ids)
     series = store.bulk_series(job_ids, wanted, max_points)

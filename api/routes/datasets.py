@@ -16,7 +16,8 @@ from trainyard.settings import Settings
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Matched whole (fullmatch): with match() and "$", a name ending in "\n" would pass.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # Names taken by the built-in datasets even on machines where their files are absent, so that
 # dropping MNIST files into the data directory later can never shadow a user's upload.
 RESERVED_NAMES = frozenset(IMAGE_DATASETS + TEXT_DATASETS)
@@ -58,7 +59,7 @@ def find_dataset(name: str, settings: Settings, store: Any, owner: str) -> Datas
     for dataset in _builtin(settings):
         if dataset.name == name:
             return dataset
-    if not NAME_PATTERN.match(name):  # no upload can have it: spare the database the query
+    if not NAME_PATTERN.fullmatch(name):  # no upload can have it: spare the database the query
         return None
     record = store.get_dataset(name, owner)
     return _uploaded_out(record) if record is not None else None
@@ -92,7 +93,7 @@ def upload_dataset(
     kind: Annotated[str, Form(description="Only 'text' for now.")] = "text",
     description: Annotated[str, Form(max_length=500)] = "",
 ) -> DatasetOut:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise invalid(
             ("body", "name"),
             "name must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit",
@@ -119,6 +120,13 @@ def upload_dataset(
         text = validate_text_upload(bytes(raw))
     except ValueError as exc:
         raise invalid(("body", "file"), str(exc)) from exc
+    nul = raw.find(b"\x00")
+    if nul != -1:
+        # Valid UTF-8, but no text column of Postgres can hold it (the sampled texts of a
+        # model trained on it would not store): refuse it here, where the user can fix it.
+        raise invalid(("body", "file"),
+                      f"the text contains a NUL byte (0x00) at byte offset {nul}; "
+                      "remove NUL bytes and upload it again")
 
     try:
         record = store.add_dataset(

@@ -33,7 +33,7 @@ from api.schemas import (
     check_storable_json,
     finite_or_none,
 )
-from db.store import InvalidTransition, NotFound
+from db.store import InvalidTransition, NotFound, QuotaExceeded
 from models.limits import check_limits, estimate, shape_for_dataset
 from models.registry import MODEL_NAMES, SpecError, check_dataset_kind, validate_hyperparameters
 from worker.celery_app import enqueue_job
@@ -130,45 +130,40 @@ def submit_job(
     hyperparameters = _validated_spec(body, settings, store, owner)
     spec = {"model": body.model, "dataset": body.dataset, "hyperparameters": hyperparameters,
             "device": body.device, "name": body.name}
-    retry = idempotency_key is not None and store.get_job_by_idempotency_key(
-        idempotency_key, owner) is not None
-    if not retry:
-        _check_queue_cap(store, settings, owner)
-    if idempotency_key is not None:
-        job, created = store.create_job_once(idempotency_key, owner=owner, **spec)
-        if not created and _differs(job, spec):
+    # One user cannot fill the queue: the store counts and inserts as one step, so concurrent
+    # submissions cannot overshoot the cap; a retry of a request that made its job is no new job.
+    cap = settings.max_queued_jobs_per_user
+    try:
+        if idempotency_key is not None:
+            job, created = store.create_job_once(idempotency_key, owner=owner, max_queued=cap,
+                                                 **spec)
+        else:
+            job, created = store.create_job(owner=owner, max_queued=cap, **spec), True
+    except QuotaExceeded as exc:
+        raise HTTPException(
+            status_code=429,
+            detail=f"{owner} has {exc.queued} queued jobs; the limit is {exc.limit} "
+            "(TRAINYARD_MAX_QUEUED_JOBS_PER_USER): wait for some to start, or cancel some",
+            headers={"Retry-After": "30"},
+        ) from exc
+    if not created:  # the key's job exists: a retry, or a reuse of the key
+        if _differs(job, spec):
             raise invalid(
                 ("header", "Idempotency-Key"),
                 f"Idempotency-Key {idempotency_key!r} was used for job {job.id} with a "
                 "different request; use a new key for a new job",
             )
-        if not created:
-            # A retry: the first request created (and sent) it; the reconciler re-sends a
-            # queued job whose message was lost, so nothing to send here.
-            response.status_code = 200
-            return {**job_out(job), "latest_metrics": store.latest_metrics(job.id),
-                    "infra_failures": job.infra_failures}
-    else:
-        job = store.create_job(owner=owner, **spec)
+        # A retry: the first request created (and sent) it; the reconciler re-sends a
+        # queued job whose message was lost, so nothing to send here.
+        response.status_code = 200
+        return {**job_out(job), "latest_metrics": store.latest_metrics(job.id),
+                "infra_failures": job.infra_failures}
     try:
         enqueue_job(celery, job.id, job.device)
     except Exception as exc:  # noqa: BLE001 - the broker being down must not fail the request
         # The database is the truth: the job stays queued and the reconciler re-sends it.
         log.warning("job %s saved as queued but not sent to the broker: %r", job.id, exc)
     return {**job_out(job), "latest_metrics": {}}
-
-
-def _check_queue_cap(store: Any, settings: Any, owner: str) -> None:
-    """One user cannot fill the queue: at most TRAINYARD_MAX_QUEUED_JOBS_PER_USER waiting."""
-    cap = settings.max_queued_jobs_per_user
-    queued = store.count_jobs(owner, ["queued"])
-    if queued >= cap:
-        raise HTTPException(
-            status_code=429,
-            detail=f"{owner} has {queued} queued jobs; the limit is {cap} "
-            "(TRAINYARD_MAX_QUEUED_JOBS_PER_USER): wait for some to start, or cancel some",
-            headers={"Retry-After": "30"},
-        )
 
 
 def _differs(job: Any, spec: dict[str, Any]) -> bool:

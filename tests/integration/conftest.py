@@ -27,6 +27,9 @@ def api_settings(tmp_path: Path) -> Settings:
         database_url=None,
         data_dir=tmp_path / "data",
         max_upload_bytes=4096,  # UPLOAD_LIMIT in test_api.py
+        # The Postgres test database is shared by the session: an in-process API must not
+        # requeue the rows other tests left "running" (the e2e tests run the real reconciler).
+        reconcile_in_api=False,
     )
 
 

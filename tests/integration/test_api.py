@@ -90,7 +90,8 @@ def upload(client: TestClient, name: str, content: bytes, **extra):
 def test_healthz_reports_database_ok(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "storage": "ok", "queues": {},
+                               "problems": []}
 
 
 def test_healthz_is_503_when_the_database_is_down(api_settings):

@@ -393,3 +393,136 @@ def test_get_jobs_and_best_metrics(store):
                              ("val_loss", 3, 3, 0.7, None)])
     assert store.best_metrics([a.id, b.id], ["val_loss", "lr"]) == {a.id: {"val_loss": 0.5}}
     assert store.get_jobs([]) == {} and store.best_metrics([], ["val_loss"]) == {}
+
+
+# ---- GET /compare/series at scale: hundreds of runs, thousands of series ---------------------
+
+
+def _seed_many_runs(store: Store, n_runs: int, names: dict[str, str],
+                    rng: random.Random) -> dict[int, dict[str, list]]:
+    """`n_runs` finished MLP runs in one INSERT, their points in one more, and the block
+    summaries add_metrics keeps derived from the points in SQL (add_metrics would take one
+    transaction per run). `names`: name -> "step" (a point at every step, 40 to 120 steps,
+    some NULL, as a NaN is stored) or "epoch" (one per 20-step epoch). Every run's values are its
+    own."""
+    from sqlalchemy import insert, select, text
+
+    from db.tables import Job, Metric
+
+    jobs = [{"name": f"scale-{r}", "model": "mlp", "dataset": "digits", "device": "cpu",
+             "status": "succeeded", "hyperparameters": {**HP, "lr": 10 ** -(1 + r % 3), "seed": r}}
+            for r in range(n_runs)]
+    with store.engine.begin() as conn:
+        conn.execute(insert(Job.__table__), jobs)
+        ids = list(conn.scalars(select(Job.id).order_by(Job.id)))
+    truth: dict[int, dict[str, list]] = {}
+    rows = []
+    for job_id in ids:
+        steps = rng.randint(40, 120)
+        by_name: dict[str, list] = {}
+        for name, kind in names.items():
+            points = []
+            for step in range(1, steps + 1):
+                if kind == "epoch" and step % 20 and step != steps:
+                    continue
+                value = None if rng.random() < 0.03 else job_id + rng.random()
+                points.append((step, (step - 1) // 20 + 1, value))
+            by_name[name] = points
+            rows += [{"job_id": job_id, "name": name, "step": s, "epoch": e, "value": v,
+                      "time": 0.0} for s, e, v in points]
+        truth[job_id] = by_name
+    with store.engine.begin() as conn:
+        conn.execute(insert(Metric.__table__), rows)
+        conn.execute(text(
+            f"INSERT INTO metric_rollups (job_id, name, block, epoch, last_step, n, total, low,"
+            f" high) SELECT job_id, name, step / {ROLLUP_BLOCK_STEPS}, epoch, max(step),"
+            f" count(value), sum(value), min(value), max(value) FROM metrics"
+            f" GROUP BY job_id, name, step / {ROLLUP_BLOCK_STEPS}, epoch"))
+    return truth
+
+
+def _assert_curves(body: dict, truth: dict[int, dict[str, list]], max_points: int) -> None:
+    """Every run's every series is its own, downsampled as documented, ending on its final
+    value."""
+    assert sorted(int(i) for i in body["series"]) == sorted(truth)
+    for job_id, by_name in truth.items():
+        got = body["series"][str(job_id)]
+        assert set(got) == set(by_name)
+        for name, points in by_name.items():
+            series = got[name]
+            assert_series_equal(series, reference_series(points, max_points))
+            assert series["step"][-1] == points[-1][0]
+            assert series["value"][-1] == series["final"] == points[-1][2]
+
+
+def test_compare_series_of_600_runs_x_3_names(client, store):
+    """1,800 series in one request (the page's three default curves of 600 MLP runs): once a
+    500 on SQLite ("too many terms in compound SELECT" past 500 series) and seconds of planning
+    and gigabytes on Postgres. Short series (from points) and long ones (from block summaries)
+    are mixed in it."""
+    rng = random.Random(600)
+    names = {"train_loss": "step", "val_loss": "epoch", "val_accuracy": "epoch"}
+    truth = _seed_many_runs(store, 600, names, rng)
+    ids = sorted(truth)
+    max_points = 8
+    paths = {len({(s // ROLLUP_BLOCK_STEPS, e) for s, e, _ in points}) > max_points - 1
+             for by_name in truth.values() for points in by_name.values()}
+    assert paths == {True, False}  # both ways of reading a series are in the request
+    response = client.get("/compare/series", params={
+        "ids": f"{ids[0]}-{ids[-1]}", "names": ",".join(names), "max_points": max_points})
+    assert response.status_code == 200, response.text[:500]
+    body = response.json()
+    assert [run["id"] for run in body["runs"]] == ids
+    _assert_curves(body, truth, max_points)
+
+
+def test_compare_series_caps_runs_x_names_with_a_422_naming_the_field(client, store,
+                                                                      api_settings):
+    """The cap on runs x names (TRAINYARD_MAX_COMPARE_SERIES, 5,000) is answered in full:
+    250 runs x 20 names (once a 500 on SQLite, and a minute and a half on Postgres). 400 runs x
+    20 names is over it (once "stack depth limit exceeded", a 500, on Postgres) and answered 422
+    at `names` with the most names allowed; more points per series than the cap's 200 lower
+    the series allowed."""
+    cap = api_settings.max_compare_series
+    names = [f"grad_norm/layers.{i}" for i in range(18)] + ["val_loss", "val_accuracy"]
+    assert 400 * len(names) > cap >= 4 * 1000  # the page's 4 names x 1000 runs fit
+    truth = _seed_many_runs(store, 400, dict.fromkeys(names, "epoch"), random.Random(400))
+    ids = sorted(truth)
+
+    runs = cap // len(names)  # just at the cap
+    at_cap = {"ids": f"{ids[0]}-{ids[runs - 1]}", "names": ",".join(names), "max_points": 200}
+    response = client.get("/compare/series", params=at_cap)
+    assert response.status_code == 200, response.text[:300]
+    _assert_curves(response.json(), {i: truth[i] for i in ids[:runs]}, 200)
+
+    over = client.get("/compare/series", params={
+        "ids": f"{ids[0]}-{ids[-1]}", "names": ",".join(names)})
+    assert over.status_code == 422, over.text[:300]
+    detail = over.json()["detail"][0]
+    assert detail["loc"] == ["query", "names"]
+    assert f"at most {cap:,}" in detail["msg"] and "TRAINYARD_MAX_COMPARE_SERIES" in detail["msg"]
+    assert f"at most {cap // 400} metric names with 400 runs" in detail["msg"]
+
+    more_points = client.get("/compare/series", params={**at_cap, "max_points": 201})
+    assert more_points.status_code == 422
+    detail = more_points.json()["detail"][0]
+    assert detail["loc"] == ["query", "max_points"] and "max_points <= 200" in detail["msg"]
+
+
+def test_compare_series_cap_names_ids_when_names_are_the_default(store, api_settings):
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    settings = api_settings.model_copy(update={"max_compare_series": 10})
+    ids = [store.create_job("mlp", "digits", HP).id for _ in range(3)]
+    with TestClient(create_app(settings, store=store),
+                    base_url="http://127.0.0.1:8000") as small_cap:
+        # the default names are four: 3 runs x 4 names = 12 series, over 10
+        response = small_cap.get("/compare/series", params={"ids": f"{ids[0]}-{ids[-1]}"})
+        assert response.status_code == 422
+        detail = response.json()["detail"][0]
+        assert detail["loc"] == ["query", "ids"]
+        assert "compare at most 2 runs with 4 names" in detail["msg"]
+        fits = small_cap.get("/compare/series", params={"ids": f"{ids[0]}-{ids[1]}"})
+        assert fits.status_code == 200

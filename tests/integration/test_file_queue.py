@@ -1,6 +1,6 @@
 """The embedded broker (worker/file_queue.py) under concurrent producers and bad files.
 
-Issue 9, defect 1: kombu's file-system transport created a message file and wrote it in a
+Why: kombu's file-system transport created a message file and wrote it in a
 second step, so a consumer polling the folder could read it empty and die of the
 JSONDecodeError, taking the only embedded worker with it. These tests use the real transport
 through Celery's own connection, as the API (producer) and the worker (consumer) do.

@@ -42,13 +42,18 @@ export function runDash(i) {
 /**
  * Text for plotly. Plotly reads a few HTML-like tags in names and labels (<b>, <br>, <a>), so
  * user text is escaped first: "<img ...>" then shows as those characters, never as markup.
+ * Only entities plotly decodes may be used (its svg_text_utils: numeric ones, and of the
+ * named ones only amp, lt, gt, nbsp and a few symbols; "&quot;" would show as written).
+ * Quotes matter only inside a tag, where no user text can be once "<" is escaped; they are
+ * written as numeric entities all the same.
  */
 export function plotText(text) {
   return String(text ?? "")
     .replace(/&/g, "&amp;")
     .replace(/</g, "&lt;")
     .replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;");
+    .replace(/"/g, "&#34;")
+    .replace(/'/g, "&#39;");
 }
 
 export function isNarrow() {
