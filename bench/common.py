@@ -8,6 +8,7 @@ The service is started exactly as tests/e2e does it (trainyard.local_service.Loc
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
@@ -312,3 +313,11 @@ def wait_worker_ready(bench: BenchService, timeout: float = 120) -> None:
     if done["status"] != "succeeded":
         raise RuntimeError(f"warm-up job ended {done['status']}: {done.get('error')}\n"
                            f"{bench.service.logs()}")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value

@@ -316,21 +316,14 @@ def run_case(mode: str, case_name: str, args) -> dict:
         return result
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", nargs="+", choices=common.MODES, default=list(common.MODES),
                         help="embedded: trainyard up on SQLite; distributed: PostgreSQL + Redis")
     parser.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
-    parser.add_argument("--long-runs", type=positive_int, default=CASES["long"]["runs"],
+    parser.add_argument("--long-runs", type=common.positive_int, default=CASES["long"]["runs"],
                         help="runs of the long case (default 1000)")
-    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--repeats", type=common.positive_int, default=5)
     args = parser.parse_args()
     modes = list(dict.fromkeys(args.modes))
     result = common.run_header("compare", {**vars(args), "modes": modes})

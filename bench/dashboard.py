@@ -283,22 +283,15 @@ def run_mode(mode: str, args) -> dict:
         return result
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", nargs="+", choices=common.MODES, default=list(common.MODES),
                         help="embedded: trainyard up on SQLite; distributed: PostgreSQL + Redis")
-    parser.add_argument("--jobs", type=positive_int, default=10_000)
-    parser.add_argument("--runs", type=positive_int, default=100)
-    parser.add_argument("--steps", type=positive_int, default=10_000)
-    parser.add_argument("--epochs", type=positive_int, default=20)
-    parser.add_argument("--repeats", type=positive_int, default=7)
+    parser.add_argument("--jobs", type=common.positive_int, default=10_000)
+    parser.add_argument("--runs", type=common.positive_int, default=100)
+    parser.add_argument("--steps", type=common.positive_int, default=10_000)
+    parser.add_argument("--epochs", type=common.positive_int, default=20)
+    parser.add_argument("--repeats", type=common.positive_int, default=7)
     parser.add_argument("--no-browser", dest="browser", action="store_false")
     args = parser.parse_args()
     if args.runs > args.jobs or args.epochs > args.steps:
