@@ -281,8 +281,12 @@ def test_jobs_survive_a_broker_restarted_empty_an_api_restart_and_duplicates(
     from trainyard.settings import Settings
     from worker.celery_app import enqueue_job, make_celery
 
+    # The API's own reconciler stays off here: it would re-send the waiting jobs within the
+    # instant between Redis coming back and the check below that it came back empty. The
+    # workers' reconcilers, whose recovery this test is about, run as ever.
     cluster = cluster_factory(TRAINYARD_BROKER_URL=own_redis.url,
-                              TRAINYARD_ENQUEUE_GRACE_SECONDS="2")
+                              TRAINYARD_ENQUEUE_GRACE_SECONDS="2",
+                              TRAINYARD_RECONCILE_IN_API="0")
     cluster.start("api", "api", "--port", str(cluster.port))
     cluster.start_worker(), cluster.start_worker()
     cluster.wait_healthy()
