@@ -24,7 +24,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from db.store import LOCAL_OWNER, ApiKeyRecord, Store
-from trainyard.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

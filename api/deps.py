@@ -15,10 +15,10 @@ from fastapi.exceptions import RequestValidationError
 
 from api.auth import PrincipalDep
 from db.store import JobRecord, Store
-from trainyard.settings import Settings
+from core.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -30,7 +30,7 @@ def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 

@@ -29,7 +29,7 @@ from api.errors import unhandled_error_handler, validation_error_handler
 from api.routes import PROTECTED_ROUTERS, PUBLIC_ROUTERS
 from api.schemas import ErrorOut
 from db.store import Store
-from trainyard.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from worker.celery_app import enqueue_job, make_celery
 from worker.reconciler import Reconciler
 

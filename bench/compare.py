@@ -268,7 +268,7 @@ def _worst(samples: list[dict]) -> dict:
 
 def check_cap(bench, run_ids: list[int]) -> dict:
     """One request just over the cap (20 names): the 422 and its message."""
-    from trainyard.settings import Settings
+    from core.settings import Settings
 
     cap = Settings().max_compare_series  # the service's environment is this process's
     runs = cap // 20 + 1

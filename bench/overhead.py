@@ -218,7 +218,7 @@ def _fit_in_process(model: str, dataset: str, hp: dict, store=None, timers: _Tim
 
     import models.train as train
     from models.train import Callbacks, JobSpec, fit
-    from trainyard.settings import Settings
+    from core.settings import Settings
     from worker.runner import PersistingCallbacks
 
     spec = JobSpec(model, dataset, hp, "cpu")

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from trainyard.client import FINISHED, ApiError, Client
-from trainyard.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 
 # ---------------------------------------------------------------- running the service

@@ -12,7 +12,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from trainyard.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 RUN_JOB_TASK = "trainyard.run_job"
 

@@ -18,7 +18,7 @@ import threading
 
 from celery.signals import worker_ready, worker_shutdown
 
-from trainyard.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from worker.celery_app import enqueue_job, make_celery
 from worker.reconciler import Reconciler
 from worker.runner import store_for

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from db.store import Store
-from trainyard.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger("trainyard.reconciler")
 

@@ -37,7 +37,7 @@ from models.data import text_data_from_string
 from models.limits import check_limits, estimate, shape_of_data
 from models.registry import validate_hyperparameters
 from models.train import Callbacks, JobSpec, fit, load_checkpoint, load_data
-from trainyard.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 log = logging.getLogger("trainyard.worker")
 

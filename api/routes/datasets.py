@@ -12,7 +12,7 @@ from api.deps import SettingsDep, StoreDep, invalid
 from api.schemas import UNPARSABLE_BODY, DatasetOut, ErrorOut, check_storable
 from db.store import Conflict
 from models.data import IMAGE_DATASETS, TEXT_DATASETS, builtin_datasets, validate_text_upload
-from trainyard.settings import Settings
+from core.settings import Settings
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import SettingsDep, StoreDep
 from api.schemas import Health, QueueHealth
-from trainyard.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

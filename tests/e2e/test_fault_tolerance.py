@@ -278,7 +278,7 @@ def test_jobs_survive_a_broker_restarted_empty_an_api_restart_and_duplicates(
 ):
     import redis
 
-    from trainyard.settings import Settings
+    from core.settings import Settings
     from worker.celery_app import enqueue_job, make_celery
 
     # The API's own reconciler stays off here: it would re-send the waiting jobs within the

@@ -21,7 +21,7 @@ from sqlalchemy import make_url, text
 
 from db.store import Store
 from trainyard.local_service import LocalService, free_port
-from trainyard.settings import Settings
+from core.settings import Settings
 from worker.celery_app import RUN_JOB_TASK, make_celery, queue_for_device
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from trainyard.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from db.store import Store
-from trainyard.settings import Settings
+from core.settings import Settings
 from worker.celery_app import RUN_JOB_TASK, make_celery
 
 UPLOAD_LIMIT = 4096  # the api_settings fixture's max_upload_bytes

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from api.auth import SESSION_COOKIE, new_api_key
 from api.main import create_app
 from db.store import Store
-from trainyard.settings import Settings
+from core.settings import Settings
 
 PUBLIC_PATHS = {"/healthz", "/auth/session"}
 CORPUS = ("the quick brown fox jumps over the lazy dog. " * 40).encode()

@@ -17,7 +17,7 @@ from queue import Empty
 
 import pytest
 
-from trainyard.settings import Settings
+from core.settings import Settings
 from worker.celery_app import enqueue_job, make_celery
 
 

@@ -43,7 +43,7 @@ from schemathesis.specs.openapi.checks import (
 from api.auth import new_api_key
 from api.main import create_app
 from db.store import Store
-from trainyard.settings import Settings
+from core.settings import Settings
 
 FUZZ_EXAMPLES = 50  # generated cases per operation, on top of the examples and coverage phases
 SEED = 5

@@ -17,7 +17,7 @@ import uvicorn
 from api.main import create_app
 from models.registry import validate_hyperparameters
 from trainyard.cli import build_parser, cmd_keys
-from trainyard.settings import Settings
+from core.settings import Settings
 from worker.runner import JobRunner
 
 CORPUS = ("It was the best of times, it was the worst of times, it was the age of wisdom, "

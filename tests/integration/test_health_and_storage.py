@@ -21,7 +21,7 @@ from api.main import create_app
 from db.store import Store
 from db.tables import Worker
 from tests.conftest import _unavailable
-from trainyard.settings import Settings
+from core.settings import Settings
 
 JOB = {"model": "mlp", "dataset": "digits", "hyperparameters": {"epochs": 1}}
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from trainyard.settings import Settings
+from core.settings import Settings
 
 MAX_PARAMETERS = 1_000_000
 MAX_ACTIVATION_BYTES = 64 * 2**20

@@ -21,7 +21,7 @@ import torch
 
 from models.data import load_image_dataset, load_text_dataset
 from models.train import load_checkpoint
-from trainyard.settings import Settings
+from core.settings import Settings
 from worker.runner import JobRunner
 
 TINY_MLP = {"epochs": 2, "hidden_sizes": [16, 16], "steps_per_epoch": 3, "seed": 3}

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 
-from trainyard.settings import Settings
+from core.settings import Settings
 from worker import runner as runner_module
 from worker.reconciler import reconcile_once
 from worker.runner import JobRunner

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models.train import Callbacks, JobSpec, fit
-from trainyard.settings import Settings
+from core.settings import Settings
 from worker.celery_app import DEVICE_QUEUES, make_celery, queue_for_device
 from worker.runner import JobRunner
 

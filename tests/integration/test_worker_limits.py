@@ -10,7 +10,7 @@ import time
 from sqlalchemy import update
 
 from db.tables import JobAttempt
-from trainyard.settings import Settings
+from core.settings import Settings
 from worker.runner import JobRunner
 
 # A job that would run for minutes: 1000 epochs of 6 steps on digits.

@@ -23,7 +23,7 @@ from models.limits import (
 )
 from models.registry import SpecError, validate_hyperparameters
 from models.train import build_model_from_config, build_optimizer, model_config
-from trainyard.settings import Settings
+from core.settings import Settings
 
 DIGITS = DataShape(channels=1, height=8, width=8, num_classes=10)
 RGB_ODD = DataShape(channels=3, height=9, width=7, num_classes=4)

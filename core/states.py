@@ -1,0 +1,49 @@
+"""The words for where a job is and how a run ended: one vocabulary for the database, the
+API, the worker and the training core.
+
+String enums, so a member compares equal to (and serialises as) its word: the database, the
+JSON answers and old clients keep the plain strings.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    """A job's state: queued -> running -> succeeded | failed | cancelled (and back to queued
+    only by recovery or a drain)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED: frozenset[JobStatus] = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+
+
+class Outcome(StrEnum):
+    """How one attempt (one worker's run of a job) ended: a finished job's status, or one of
+    the two ways a job goes back to the queue (its worker vanished; its worker was drained)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    WORKER_LOST = "worker_lost"
+    DRAINED = "drained"
+
+
+class FitEnd(StrEnum):
+    """How the training core's fit() returned: every epoch done, or stopped at a step by its
+    caller (cancel or drain; the caller knows which)."""
+
+    COMPLETED = "completed"
+    STOPPED = "stopped"
