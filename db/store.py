@@ -58,9 +58,12 @@ from db.tables import (
     Job,
     JobAttempt,
     JobText,
+    COARSE_BLOCK_STEPS,
+    COARSE_ROLLUP_BLOCKS,
     ROLLUP_BLOCK_STEPS,
     Metric,
     MetricRollup,
+    MetricRollupCoarse,
     WebSession,
     Worker,
     utcnow,
@@ -264,6 +267,18 @@ def _best_is_min(name: str) -> bool | None:
 # Columns of the records: everything but the bytes.
 _CHECKPOINT_COLUMNS = tuple(getattr(Checkpoint, f.name) for f in fields(CheckpointRecord))
 _DATASET_COLUMNS = tuple(getattr(Dataset, f.name) for f in fields(DatasetRecord))
+
+
+def _series_path(first: int, last: int, many: bool, buckets: int) -> str:
+    """How bulk_series reads a series from `first` to `last` step cut into `buckets`: from its
+    points when it has at most `buckets` rollup rows (`many` false); else from the coarse
+    rollups when they alone give every bucket a block (so coarse blocks cost no resolution
+    the answer asks for), else from the 16-step rollups."""
+    if not many:
+        return "points"
+    if last // COARSE_BLOCK_STEPS - first // COARSE_BLOCK_STEPS + 1 >= buckets:
+        return "coarse"
+    return "rollups"
 
 
 def _job_filters(status: str | Sequence[str] | None, model: str | None,
@@ -822,10 +837,10 @@ class Store:
         )
         return {key for key in map(tuple, s.execute(stmt)) if key in rows}
 
-    @functools.cached_property
-    def _rollup_add(self) -> Any:
-        """Upsert adding a batch's block summary to the stored one (NULL-safe min/max/sum)."""
-        table = MetricRollup.__table__
+    @functools.cache  # noqa: B019 - one statement per store and table, for the store's life
+    def _rollup_add(self, table: Any) -> Any:
+        """Upsert adding a batch's block summaries to the stored ones of `table` (a rollup
+        table; NULL-safe min/max/sum)."""
         stmt = self._dialect_insert(table)
         old, new = table.c, stmt.excluded
 
@@ -846,9 +861,19 @@ class Store:
         )
 
     def _add_to_rollups(self, s: Session, job_id: int, points: list[dict[str, Any]]) -> None:
+        for table, block_steps in ((MetricRollup, ROLLUP_BLOCK_STEPS),
+                                   (MetricRollupCoarse, COARSE_BLOCK_STEPS)):
+            summaries = self._block_summaries(job_id, points, block_steps)
+            if summaries:
+                s.connection().execute(self._rollup_add(table.__table__), summaries)
+
+    @staticmethod
+    def _block_summaries(job_id: int, points: list[dict[str, Any]],
+                         block_steps: int) -> list[dict[str, Any]]:
+        """The rollup rows of `points` alone, per (name, block of `block_steps`, epoch)."""
         summaries: dict[tuple[str, int, int], dict[str, Any]] = {}
         for p in points:
-            key = (p["name"], p["step"] // ROLLUP_BLOCK_STEPS, p["epoch"])
+            key = (p["name"], p["step"] // block_steps, p["epoch"])
             acc = summaries.get(key)
             if acc is None:
                 acc = summaries[key] = {"job_id": job_id, "name": key[0], "block": key[1],
@@ -861,17 +886,19 @@ class Store:
                 acc["total"] = value if acc["total"] is None else acc["total"] + value
                 acc["low"] = value if acc["low"] is None else min(acc["low"], value)
                 acc["high"] = value if acc["high"] is None else max(acc["high"], value)
-        if summaries:
-            s.connection().execute(self._rollup_add, list(summaries.values()))
+        return list(summaries.values())
 
     def _recompute_rollups(self, s: Session, job_id: int, keys: set) -> None:
-        """Rewrite the rollup rows of the blocks holding `keys` from the stored points."""
-        B = ROLLUP_BLOCK_STEPS
+        """Rewrite the rollup rows of the blocks holding `keys`: the fine ones from the stored
+        points, then the coarse ones from the fine ones."""
+        B, C = ROLLUP_BLOCK_STEPS, COARSE_ROLLUP_BLOCKS
         blocks: dict[str, set[int]] = {}
         for name, step in keys:
             blocks.setdefault(name, set()).add(step // B)
+        columns = ["job_id", "name", "block", "epoch", "last_step", "n", "total", "low", "high"]
         for name, numbers in blocks.items():
-            first, last = min(numbers), max(numbers)
+            # Whole coarse blocks, so both levels are rewritten over the same steps.
+            first, last = min(numbers) // C * C, max(numbers) // C * C + C - 1
             s.execute(delete(MetricRollup).where(
                 MetricRollup.job_id == job_id, MetricRollup.name == name,
                 MetricRollup.block.between(first, last)))
@@ -884,8 +911,22 @@ class Store:
                        Metric.step.between(first * B, last * B + B - 1))
                 .group_by(Metric.job_id, Metric.name, block, Metric.epoch)
             )
-            columns = ["job_id", "name", "block", "epoch", "last_step", "n", "total", "low", "high"]
             s.execute(self._dialect_insert(MetricRollup.__table__).from_select(columns, summary))
+            s.execute(delete(MetricRollupCoarse).where(
+                MetricRollupCoarse.job_id == job_id, MetricRollupCoarse.name == name,
+                MetricRollupCoarse.block.between(first // C, last // C)))
+            coarse = MetricRollup.block // C
+            summary = (
+                select(MetricRollup.job_id, MetricRollup.name, coarse, MetricRollup.epoch,
+                       func.max(MetricRollup.last_step), func.sum(MetricRollup.n),
+                       func.sum(MetricRollup.total), func.min(MetricRollup.low),
+                       func.max(MetricRollup.high))
+                .where(MetricRollup.job_id == job_id, MetricRollup.name == name,
+                       MetricRollup.block.between(first, last))
+                .group_by(MetricRollup.job_id, MetricRollup.name, coarse, MetricRollup.epoch)
+            )
+            s.execute(self._dialect_insert(MetricRollupCoarse.__table__)
+                      .from_select(columns, summary))
 
     def get_metrics(
         self,
@@ -996,18 +1037,20 @@ class Store:
         result: dict[int, dict[str, dict[str, Any]]] = {i: {} for i in ids}
         if not ids:
             return result
-        # One pass over the (job_id, name, step, ...) index for the bounds, then one index
-        # seek per series for the value at its last step: no window function, no sort.
+        # The bounds, lowest and highest value from the coarse block summaries (1/128 of the
+        # points of a long run), then one index seek per series for the value at its last
+        # step: no window function, no sort.
+        R = MetricRollupCoarse
         agg = (
             select(
-                Metric.job_id,
-                Metric.name,
-                func.max(Metric.step).label("last"),
-                func.min(Metric.value).label("low"),
-                func.max(Metric.value).label("high"),
+                R.job_id,
+                R.name,
+                func.max(R.last_step).label("last"),
+                func.min(R.low).label("low"),
+                func.max(R.high).label("high"),
             )
-            .where(Metric.job_id.in_(ids))
-            .group_by(Metric.job_id, Metric.name)
+            .where(R.job_id.in_(ids))
+            .group_by(R.job_id, R.name)
             .subquery()
         )
         stmt = (
@@ -1172,6 +1215,10 @@ class Store:
           blocks, `wb = ceil((hi // 16 - lo // 16 + 1) / (max_points - 1))`, counted from the
           block of `lo`; the last block's points are read themselves, to split off `hi`. A
           10,000-step series is ~625 rollup rows instead of 10,000 points.
+        - When its step range spans at least `max_points - 1` blocks of 128 steps, the same
+          from `metric_rollups_coarse` (blocks of 128 steps; the last one read from its 16-step
+          rows and its last 16 points): ~79 rows for 10,000 steps, which is what a chart of a
+          thousand runs at 50 points each needs.
 
         Also from the same rows: `final` (the value at the last step), `best` (lowest for
         losses and perplexity, highest for accuracy, else the final value) and the mean of
@@ -1182,7 +1229,8 @@ class Store:
         index range scans: its bounds (two seeks and at most `max_points` rollup keys), then
         its points or rollup rows, summed by bucket and epoch in a small group of its own. So
         the work is linear in the series and the rows they are bucketed from (at most ~16 per
-        point returned for a short series, 1/16 of the points for a long one), and neither
+        point returned for a short series; 1/16 or 1/128 of the points for a long one, plus
+        at most 24 rows for its last block), and neither
         the statements nor the server's memory grow with the number of runs.
         """
         if max_points < 2:
@@ -1200,9 +1248,12 @@ class Store:
             for start in range(0, len(pairs), self.SERIES_PER_QUERY):
                 found = self._series_bounds(s, pairs[start:start + self.SERIES_PER_QUERY], buckets)
                 merged: dict[tuple[int, str], dict[str, Any]] = {}
-                readers = ((False, self._short_series), (True, self._long_series))
-                for long, read in readers:
-                    group = [(j, n, lo, hi) for j, n, lo, hi, many in found if many == long]
+                paths = {"points": self._short_series,
+                         "rollups": functools.partial(self._long_series, coarse=False),
+                         "coarse": functools.partial(self._long_series, coarse=True)}
+                for path, read in paths.items():
+                    group = [(j, n, lo, hi) for j, n, lo, hi, many in found
+                             if _series_path(lo, hi, many, buckets) == path]
                     if not group:
                         continue
                     for (job_id, name, _, _), got in zip(group, read(s, group, buckets),
@@ -1308,34 +1359,49 @@ class Store:
         """
         return self._grouped_rows(s, ["sid", "job_id", "name", "lo", "hi", "w"], table, groups)
 
-    def _long_series(self, s: Session, found: list[tuple], buckets: int) -> list:
-        """bulk_series for long series, from their rollup rows: for each series of `found`,
-        its rows (bucket, epoch, last step, count, sum), one per bucket and epoch, and its
-        min and max (see `_grouped_rows`)."""
-        B = ROLLUP_BLOCK_STEPS
+    def _long_series(self, s: Session, found: list[tuple], buckets: int, coarse: bool) -> list:
+        """bulk_series for long series, from their rollup rows (the coarse ones if `coarse`):
+        for each series of `found`, its rows (bucket, epoch, last step, count, sum), one per
+        bucket and epoch, and its min and max (see `_grouped_rows`)."""
+        B = COARSE_BLOCK_STEPS if coarse else ROLLUP_BLOCK_STEPS
         table = []
         for sid, (job_id, name, first, last) in enumerate(found):
             lo_b, hi_b = first // B, last // B
             width = max(1, -(-(hi_b - lo_b + 1) // buckets))  # ceil(blocks / buckets)
-            table.append((sid, job_id, name, lo_b, hi_b, width, last))
-        # Every block before the last one summed by bucket and epoch; then the last block
-        # point by point (at most 16), its final point a bucket of its own.
+            table.append((sid, job_id, name, lo_b, hi_b, width, last,
+                          last // ROLLUP_BLOCK_STEPS))
+        # Every block before the last one summed by bucket and epoch; then the last block:
+        # from coarse rows, its fine rows but the last; then the last fine block point by
+        # point (at most 16), its final point a bucket of its own.
+        last_bucket = "(s.hi_b - s.lo_b) / s.wb"
         groups = f"""
             SELECT (r.block - s.lo_b) / s.wb AS k, r.epoch AS e, max(r.last_step) AS ms,
                    sum(r.n) AS c, sum(r.total) AS t, min(r.low) AS mn, max(r.high) AS mx
-            FROM metric_rollups r
+            FROM {"metric_rollups_coarse" if coarse else "metric_rollups"} r
             WHERE r.job_id = s.job_id AND r.name = s.name AND r.block < s.hi_b
             GROUP BY 1, 2
+        """
+        if coarse:
+            groups += f"""
             UNION ALL
-            SELECT CASE WHEN m.step = s.hi THEN -1 ELSE (s.hi_b - s.lo_b) / s.wb END,
+            SELECT {last_bucket}, r.epoch, max(r.last_step), sum(r.n), sum(r.total),
+                   min(r.low), max(r.high)
+            FROM metric_rollups r
+            WHERE r.job_id = s.job_id AND r.name = s.name
+              AND r.block >= s.hi_b * {COARSE_ROLLUP_BLOCKS} AND r.block < s.hi_f
+            GROUP BY 1, 2
+            """
+        groups += f"""
+            UNION ALL
+            SELECT CASE WHEN m.step = s.hi THEN -1 ELSE {last_bucket} END,
                    m.epoch, m.step, CASE WHEN m.value IS NULL THEN 0 ELSE 1 END,
                    m.value, m.value, m.value
             FROM metrics m
             WHERE m.job_id = s.job_id AND m.name = s.name
-              AND m.step >= s.hi_b * {int(B)} AND m.step <= s.hi
+              AND m.step >= s.hi_f * {ROLLUP_BLOCK_STEPS} AND m.step <= s.hi
         """
         return self._grouped_rows(
-            s, ["sid", "job_id", "name", "lo_b", "hi_b", "wb", "hi"], table, groups
+            s, ["sid", "job_id", "name", "lo_b", "hi_b", "wb", "hi", "hi_f"], table, groups
         )
 
     @staticmethod

@@ -189,19 +189,17 @@ class Metric(Base):
 
 # Steps per block of `metric_rollups`: a 10,000-step series is ~625 summary rows.
 ROLLUP_BLOCK_STEPS = 16
+# Blocks of `metric_rollups` per block of `metric_rollups_coarse` (128 steps): a 10,000-step
+# series is ~79 coarse rows, for the many-runs comparisons that ask few points per curve.
+COARSE_ROLLUP_BLOCKS = 8
+COARSE_BLOCK_STEPS = ROLLUP_BLOCK_STEPS * COARSE_ROLLUP_BLOCKS
 
 
-class MetricRollup(Base):
-    """A summary of one metric series over one block of ROLLUP_BLOCK_STEPS steps and one epoch.
-
-    Derived from `metrics` and rewritten, for the blocks a batch touches, in the same
-    transaction as the batch (Store.add_metrics): long curves are downsampled from these
-    rows, 16 times fewer than the points, instead of from every point (Store.bulk_series).
+class _RollupColumns:
+    """The columns of a rollup table: one metric series over one block of steps and one epoch.
     `n` counts the non-NULL values that `total`, `low` and `high` summarise; `last_step` is
-    the block's last step in that epoch.
-    """
+    the block's last step in that epoch."""
 
-    __tablename__ = "metric_rollups"
     # Clustered by its key on SQLite, so reading a series' blocks is one range scan.
     __table_args__ = {"sqlite_with_rowid": False}
 
@@ -216,6 +214,26 @@ class MetricRollup(Base):
     total: Mapped[float | None] = mapped_column(Float)
     low: Mapped[float | None] = mapped_column(Float)
     high: Mapped[float | None] = mapped_column(Float)
+
+
+class MetricRollup(_RollupColumns, Base):
+    """A summary of one metric series over one block of ROLLUP_BLOCK_STEPS steps and one epoch
+    (block = step // 16).
+
+    Derived from `metrics` and rewritten, for the blocks a batch touches, in the same
+    transaction as the batch (Store.add_metrics): long curves are downsampled from these
+    rows, 16 times fewer than the points, instead of from every point (Store.bulk_series).
+    """
+
+    __tablename__ = "metric_rollups"
+
+
+class MetricRollupCoarse(_RollupColumns, Base):
+    """The same summary over blocks of COARSE_BLOCK_STEPS steps (block = step // 128), derived
+    from `metric_rollups` in the same transaction: very long curves asked for few points
+    (a thousand runs on one chart) are read from these, 8 times fewer rows again."""
+
+    __tablename__ = "metric_rollups_coarse"
 
 
 class Checkpoint(Base):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from db.store import Store
-from db.tables import ROLLUP_BLOCK_STEPS
+from db.tables import COARSE_BLOCK_STEPS, ROLLUP_BLOCK_STEPS
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "api" / "dashboard"
 HP = {"epochs": 2, "hidden_sizes": [32, 32]}
@@ -174,7 +174,8 @@ def test_each_listed_job_carries_its_best_headline_metric(client, store):
 
 def reference_series(points: list[tuple[int, int, float | None]], max_points: int) -> dict:
     """The documented downsampling, in plain Python: buckets of equal step ranges; for a series
-    in more than max_points - 1 rollup rows (16-step blocks per epoch), of whole blocks."""
+    in more than max_points - 1 rollup rows (16-step blocks per epoch), of whole blocks: of
+    128 steps when its step range spans at least max_points - 1 of those, else of 16."""
     points = sorted(points)
     lo, hi = points[0][0], points[-1][0]
     rollup_rows = len({(step // ROLLUP_BLOCK_STEPS, epoch) for step, epoch, _ in points})
@@ -182,9 +183,12 @@ def reference_series(points: list[tuple[int, int, float | None]], max_points: in
         width = max(1, math.ceil((hi - lo) / (max_points - 1)))
         bucket_of = lambda step: (step - lo) // width  # noqa: E731
     else:
-        lo_b, hi_b = lo // ROLLUP_BLOCK_STEPS, hi // ROLLUP_BLOCK_STEPS
+        block = ROLLUP_BLOCK_STEPS
+        if hi // COARSE_BLOCK_STEPS - lo // COARSE_BLOCK_STEPS + 1 >= max_points - 1:
+            block = COARSE_BLOCK_STEPS
+        lo_b, hi_b = lo // block, hi // block
         width = max(1, math.ceil((hi_b - lo_b + 1) / (max_points - 1)))
-        bucket_of = lambda step: (step // ROLLUP_BLOCK_STEPS - lo_b) // width  # noqa: E731
+        bucket_of = lambda step: (step // block - lo_b) // width  # noqa: E731
     buckets: dict[int, list] = {}
     for step, epoch, value in points:
         buckets.setdefault(-1 if step == hi else bucket_of(step), []).append((step, epoch, value))
@@ -269,7 +273,8 @@ def test_bulk_series_matches_the_reference_downsampling(store, max_points):
                 assert series["value"] == [v for _, _, v in points]
 
 
-def test_rollups_follow_rewritten_points(store):
+@pytest.mark.parametrize("max_points", [3, 50])  # from the coarse and from the fine rollups
+def test_rollups_follow_rewritten_points(store, max_points):
     """A resumed run writes some steps again with other values (and a later epoch split):
     the block summaries are recomputed from the points, so the curve matches the points."""
     rng = random.Random(7)
@@ -288,15 +293,16 @@ def test_rollups_follow_rewritten_points(store):
         store.add_metrics(job_id, [("train_loss", s, e, float("nan") if v is None else v, None)
                                    for s, e, v in tail])
         by_name["train_loss"] = points[:-25] + tail
-    got = store.bulk_series(truth, ["train_loss"], 50)
+    got = store.bulk_series(truth, ["train_loss"], max_points)
     for job_id, by_name in truth.items():
-        assert_series_equal(got[job_id]["train_loss"], reference_series(by_name["train_loss"], 50))
+        assert_series_equal(got[job_id]["train_loss"],
+                            reference_series(by_name["train_loss"], max_points))
 
 
 def test_upgrading_keeps_the_points_and_summarises_them(sqlite_url):
     """Upgrading a database that already holds metrics keeps them (SQLite rebuilds `jobs` in
     0005: with foreign keys on, that would cascade-delete every metric) and fills
-    metric_rollups from them (0004)."""
+    metric_rollups from them (0004), and metric_rollups_coarse from those (0007)."""
     from alembic import command
     from alembic.config import Config
 
@@ -320,8 +326,9 @@ def test_upgrading_keeps_the_points_and_summarises_them(sqlite_url):
             )
     with Store(sqlite_url) as store:
         store.migrate()
-        got = store.bulk_series([1], ["train_loss"], 20)[1]["train_loss"]
-    assert_series_equal(got, reference_series(points, 20))
+        for max_points in (20, 4):  # from the 16-step rollups (0004), from the coarse (0007)
+            got = store.bulk_series([1], ["train_loss"], max_points)[1]["train_loss"]
+            assert_series_equal(got, reference_series(points, max_points))
 
 
 def test_bulk_series_is_the_same_through_http_and_labels_runs_by_what_differs(client, store):
