@@ -1,0 +1,73 @@
+"""The one gateway to SQL: every query of Trainyard lives in `Store`.
+
+`Store` is composed of one part per concern, each in its own module of this package:
+
+- `base`: engine, sessions, migrations (`StoreBase`)
+- `jobs`: submission, state transitions, claiming, recovery, attempts, job lists
+- `metrics`: metric writes with their block summaries, per-job reads
+- `series`: many runs' curves at once, downsampled in the database (the compare page)
+- `artifacts`: sampled texts, checkpoints, uploaded datasets
+- `workers`: worker presence, for the health report
+- `keys`: API keys and dashboard sessions
+- `records` and `errors`: what the store returns and raises
+
+Each public method is one short unit of work in its own transaction (`session_scope`), and
+returns plain frozen dataclasses or dicts, never ORM objects, so callers cannot lazy-load or
+hold a session open by accident.
+
+Job states: queued -> running -> succeeded | failed | cancelled, plus running -> queued for the
+recovery path (`requeue_job`). Every transition is one conditional UPDATE guarded by the
+current status (`... WHERE id = :id AND status = 'queued'`), so two workers racing for the
+same job cannot both win: the database serialises the updates and only the first matches.
+"""
+
+from __future__ import annotations
+
+from db.store.artifacts import ArtifactsMixin
+from db.store.base import MIGRATIONS_DIR, StoreBase
+from db.store.errors import (
+    Conflict,
+    InvalidTransition,
+    NotFound,
+    QuotaExceeded,
+    StoreError,
+    describe_db_error,
+    is_connection_error,
+    is_storage_full,
+)
+from db.store.jobs import JobsMixin
+from db.store.keys import KeysMixin
+from db.store.metrics import MetricsMixin
+from db.store.records import ApiKeyRecord, CheckpointRecord, DatasetRecord, JobRecord
+from db.store.series import SeriesMixin
+from db.store.workers import WorkersMixin
+from db.tables import JOB_STATUSES, LOCAL_OWNER
+
+
+class Store(JobsMixin, MetricsMixin, SeriesMixin, ArtifactsMixin, WorkersMixin, KeysMixin,
+            StoreBase):
+    """Database access for jobs, metrics, texts, checkpoints, datasets, workers and keys.
+
+    `Store(url)` opens an engine (see `db.session.make_engine`); call `migrate()` once at
+    start-up. A Store is safe to share between threads; each call uses its own session.
+    """
+
+
+__all__ = [
+    "JOB_STATUSES",
+    "LOCAL_OWNER",
+    "MIGRATIONS_DIR",
+    "ApiKeyRecord",
+    "CheckpointRecord",
+    "Conflict",
+    "DatasetRecord",
+    "InvalidTransition",
+    "JobRecord",
+    "NotFound",
+    "QuotaExceeded",
+    "Store",
+    "StoreError",
+    "describe_db_error",
+    "is_connection_error",
+    "is_storage_full",
+]

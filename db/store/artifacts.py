@@ -1,0 +1,182 @@
+"""What a job produces and consumes besides metrics: sampled texts, checkpoints, uploaded datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.store.base import json_safe
+from db.store.errors import Conflict, NotFound
+from db.store.records import CheckpointRecord, DatasetRecord, record_of
+from db.tables import DATASET_KINDS, LOCAL_OWNER, Checkpoint, Dataset, JobText, utcnow
+
+# Columns of the records: everything but the bytes.
+_CHECKPOINT_COLUMNS = tuple(getattr(Checkpoint, f.name) for f in fields(CheckpointRecord))
+_DATASET_COLUMNS = tuple(getattr(Dataset, f.name) for f in fields(DatasetRecord))
+
+
+class ArtifactsMixin:
+    """Texts, checkpoints (bytes in the database) and uploaded datasets."""
+
+    def add_text(self, job_id: int, epoch: int, step: int, name: str, text: str) -> None:
+        """Keep a text artifact (e.g. a sampled text). Raises NotFound for an unknown job."""
+        try:
+            with self._session() as s:
+                s.add(JobText(job_id=job_id, epoch=epoch, step=step, name=name, text=text))
+        except IntegrityError as exc:
+            raise NotFound(f"job {job_id} does not exist") from exc
+
+    def get_texts(self, job_id: int) -> list[dict[str, Any]]:
+        """`[{"epoch", "step", "name", "text"}]` in the order they were written."""
+        with self._session() as s:
+            rows = s.execute(
+                select(JobText.epoch, JobText.step, JobText.name, JobText.text)
+                .where(JobText.job_id == job_id)
+                .order_by(JobText.step, JobText.id)
+            )
+            return [dict(row._mapping) for row in rows]
+
+    def add_checkpoint(
+        self,
+        job_id: int,
+        epoch: int,
+        step: int,
+        data: bytes,
+        metrics: Mapping[str, Any] | None = None,
+        keep_last: int | None = None,
+    ) -> CheckpointRecord:
+        """Store checkpoint bytes with their sha256 and size. NotFound for an unknown job.
+
+        With `keep_last`, older checkpoints beyond the newest `keep_last` are deleted in the same
+        transaction (see prune_checkpoints)."""
+        blob = bytes(data)
+        try:
+            with self._session() as s:
+                row = Checkpoint(
+                    job_id=job_id,
+                    epoch=epoch,
+                    step=step,
+                    data=blob,
+                    sha256=hashlib.sha256(blob).hexdigest(),
+                    size=len(blob),
+                    metrics=json_safe(dict(metrics or {})),
+                    created_at=utcnow(),
+                )
+                s.add(row)
+                s.flush()
+                if keep_last:
+                    self._prune_checkpoints(s, job_id, keep_last)
+                return record_of(CheckpointRecord, row)
+        except IntegrityError as exc:
+            raise NotFound(f"job {job_id} does not exist") from exc
+
+    def list_checkpoints(self, job_id: int) -> list[CheckpointRecord]:
+        """The job's checkpoints in training order, without their bytes."""
+        with self._session() as s:
+            rows = s.execute(
+                select(*_CHECKPOINT_COLUMNS)
+                .where(Checkpoint.job_id == job_id)
+                .order_by(Checkpoint.step, Checkpoint.id)
+            )
+            return [record_of(CheckpointRecord, row) for row in rows]
+
+    def get_checkpoint_data(
+        self, job_id: int, checkpoint_id: int
+    ) -> tuple[CheckpointRecord, bytes] | None:
+        with self._session() as s:
+            row = s.execute(
+                select(*_CHECKPOINT_COLUMNS, Checkpoint.data).where(
+                    Checkpoint.job_id == job_id, Checkpoint.id == checkpoint_id
+                )
+            ).first()
+            return (record_of(CheckpointRecord, row), bytes(row.data)) if row is not None else None
+
+    def latest_checkpoint(self, job_id: int) -> tuple[CheckpointRecord, bytes] | None:
+        """The checkpoint at the highest step (the newest one on a tie), with its bytes."""
+        with self._session() as s:
+            row = s.execute(
+                select(*_CHECKPOINT_COLUMNS, Checkpoint.data)
+                .where(Checkpoint.job_id == job_id)
+                .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
+                .limit(1)
+            ).first()
+            return (record_of(CheckpointRecord, row), bytes(row.data)) if row is not None else None
+
+    def prune_checkpoints(self, job_id: int, keep_last: int) -> int:
+        """Delete all but the `keep_last` newest checkpoints of a job; returns how many went.
+
+        Checkpoints are megabytes each and written every epoch: keeping the last few bounds the
+        database while a corrupt newest one still has older ones to fall back on."""
+        with self._session() as s:
+            return self._prune_checkpoints(s, job_id, keep_last)
+
+    @staticmethod
+    def _prune_checkpoints(s: Session, job_id: int, keep_last: int) -> int:
+        if keep_last < 1:
+            raise ValueError("keep_last must be >= 1")
+        keep = (
+            select(Checkpoint.id)
+            .where(Checkpoint.job_id == job_id)
+            .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
+            .limit(keep_last)
+            .scalar_subquery()
+        )
+        result = s.execute(
+            delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id.not_in(keep))
+        )
+        return result.rowcount or 0
+
+    def add_dataset(
+        self, name: str, kind: str, data: bytes, description: str = "",
+        owner: str = LOCAL_OWNER,
+    ) -> DatasetRecord:
+        """Store an uploaded dataset. Raises Conflict when the owner has one of that name."""
+        if kind not in DATASET_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(DATASET_KINDS)}, not {kind!r}")
+        blob = bytes(data)
+        try:
+            with self._session() as s:
+                row = Dataset(
+                    name=name,
+                    kind=kind,
+                    data=blob,
+                    size=len(blob),
+                    sha256=hashlib.sha256(blob).hexdigest(),
+                    description=description or "",
+                    created_at=utcnow(),
+                    owner=owner,
+                )
+                s.add(row)
+                s.flush()
+                return record_of(DatasetRecord, row)
+        except IntegrityError as exc:
+            raise Conflict(f"a dataset named {name!r} already exists") from exc
+
+    def list_datasets(self, owner: str | None = None) -> list[DatasetRecord]:
+        """Uploaded datasets by name, without their bytes (`owner`: only theirs; None: all)."""
+        with self._session() as s:
+            stmt = select(*_DATASET_COLUMNS).order_by(Dataset.name, Dataset.owner)
+            if owner is not None:
+                stmt = stmt.where(Dataset.owner == owner)
+            return [record_of(DatasetRecord, row) for row in s.execute(stmt)]
+
+    def get_dataset(self, name: str, owner: str = LOCAL_OWNER) -> DatasetRecord | None:
+        with self._session() as s:
+            row = s.execute(
+                select(*_DATASET_COLUMNS).where(Dataset.owner == owner, Dataset.name == name)
+            ).first()
+            return record_of(DatasetRecord, row) if row is not None else None
+
+    def get_dataset_data(self, name: str, owner: str = LOCAL_OWNER) -> bytes | None:
+        with self._session() as s:
+            data = s.scalar(
+                select(Dataset.data).where(Dataset.owner == owner, Dataset.name == name)
+            )
+            return bytes(data) if data is not None else None

@@ -1,0 +1,108 @@
+"""The store's engine, sessions and schema: what every part of the gateway stands on."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import URL, func, select, text
+from sqlalchemy.orm import Session
+
+from db.session import make_engine, make_session_factory, normalize_url, session_scope
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Postgres advisory-lock key held while migrating: any constant shared by every process.
+MIGRATION_LOCK_KEY = 0x7472_6169_6E79_6172  # "trainyar" in ASCII
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN/inf (invalid in JSON, rejected by Postgres JSONB) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+
+class StoreBase:
+    """An engine and a session factory for one database URL; see `Store`."""
+
+    def __init__(self, url: str | URL) -> None:
+        self.url = normalize_url(url)
+        self.engine = make_engine(self.url)
+        self.dialect = self.engine.dialect.name
+        self._sessions = make_session_factory(self.engine)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _dialect_insert(self, table: Any) -> Any:
+        """This backend's INSERT, the one with ON CONFLICT."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with session_scope(self._sessions) as session:
+            yield session
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (`upgrade head`).
+
+        Safe to call on every start: at head it changes nothing. Concurrent callers are
+        serialised, so a fleet of workers starting together cannot trip over each other:
+        Postgres takes a transaction-scoped advisory lock; SQLite takes the database's write
+        lock up front (BEGIN IMMEDIATE). The whole upgrade commits as one transaction.
+        """
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        url = self.url.render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+            elif self.dialect == "sqlite":
+                # SQLite alters a table by rebuilding it (copy, drop, rename); with foreign
+                # keys on, dropping `jobs` would cascade-delete every metric and checkpoint.
+                # The pragma only takes effect outside a transaction: before BEGIN.
+                conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            config.attributes["connection"] = conn
+            try:
+                command.upgrade(config, "head")
+                if self.dialect == "sqlite":
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left dangling references: {broken[:5]}")
+                conn.commit()
+            finally:
+                if self.dialect == "sqlite":
+                    conn.rollback()  # no-op after the commit; needed before the pragma
+                    conn.exec_driver_sql("PRAGMA foreign_keys = ON")
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - a health check reports, it does not raise
+            return False

@@ -1,0 +1,92 @@
+"""What the store returns: plain frozen dataclasses, never ORM objects, so callers cannot lazy-load
+or hold a session open by accident.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from core.states import FINISHED
+from db.tables import LOCAL_OWNER
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the store returns: an immutable snapshot of a row, never a live ORM object."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobRecord(Record):
+    id: int
+    name: str
+    model: str
+    dataset: str
+    hyperparameters: dict[str, Any]
+    device: str
+    status: str
+    attempts: int
+    error: str | None
+    epoch: int
+    total_epochs: int | None
+    step: int
+    total_steps: int | None
+    eta_seconds: float | None
+    worker: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    updated_at: dt.datetime | None = None
+    infra_failures: int = 0
+    enqueued_at: dt.datetime | None = None
+    idempotency_key: str | None = None
+    owner: str = LOCAL_OWNER
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+@dataclass(frozen=True)
+class CheckpointRecord(Record):
+    id: int
+    job_id: int
+    epoch: int
+    step: int
+    size: int
+    sha256: str
+    metrics: dict[str, Any]
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class DatasetRecord(Record):
+    id: int
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    description: str
+    created_at: dt.datetime
+    owner: str = LOCAL_OWNER
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord(Record):
+    id: int
+    owner: str
+    prefix: str
+    is_admin: bool
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+def record_of(cls: type, row: Any) -> Any:
+    """Build a record dataclass from an ORM object or a result row with the same names."""
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
