@@ -1,5 +1,5 @@
-"""What a job produces and consumes besides metrics: sampled texts, checkpoints, uploaded datasets.
-"""
+"""What a job produces and consumes besides metrics: sampled texts, checkpoints, uploaded
+datasets."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ from db.tables import DATASET_KINDS, LOCAL_OWNER, Checkpoint, Dataset, JobText, 
 # Columns of the records: everything but the bytes.
 _CHECKPOINT_COLUMNS = tuple(getattr(Checkpoint, f.name) for f in fields(CheckpointRecord))
 _DATASET_COLUMNS = tuple(getattr(Dataset, f.name) for f in fields(DatasetRecord))
+
+
+def blob_columns(data: bytes) -> dict[str, Any]:
+    """The columns of a stored blob: its bytes, size and sha256 (which callers compare to
+    detect a damaged or swapped blob)."""
+    blob = bytes(data)
+    return {"data": blob, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
 
 
 class ArtifactsMixin:
@@ -56,16 +63,13 @@ class ArtifactsMixin:
 
         With `keep_last`, older checkpoints beyond the newest `keep_last` are deleted in the same
         transaction (see prune_checkpoints)."""
-        blob = bytes(data)
         try:
             with self._session() as s:
                 row = Checkpoint(
                     job_id=job_id,
                     epoch=epoch,
                     step=step,
-                    data=blob,
-                    sha256=hashlib.sha256(blob).hexdigest(),
-                    size=len(blob),
+                    **blob_columns(data),
                     metrics=json_safe(dict(metrics or {})),
                     created_at=utcnow(),
                 )
@@ -140,15 +144,12 @@ class ArtifactsMixin:
         """Store an uploaded dataset. Raises Conflict when the owner has one of that name."""
         if kind not in DATASET_KINDS:
             raise ValueError(f"kind must be one of {', '.join(DATASET_KINDS)}, not {kind!r}")
-        blob = bytes(data)
         try:
             with self._session() as s:
                 row = Dataset(
                     name=name,
                     kind=kind,
-                    data=blob,
-                    size=len(blob),
-                    sha256=hashlib.sha256(blob).hexdigest(),
+                    **blob_columns(data),
                     description=description or "",
                     created_at=utcnow(),
                     owner=owner,

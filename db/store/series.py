@@ -92,207 +92,213 @@ class SeriesMixin:
                 # enough to be JIT-compiled: ~40 ms each that buy nothing. This transaction only.
                 s.execute(text("SET LOCAL jit = off"))
             for start in range(0, len(pairs), self.SERIES_PER_QUERY):
-                found = self._series_bounds(s, pairs[start:start + self.SERIES_PER_QUERY], buckets)
+                batch = pairs[start:start + self.SERIES_PER_QUERY]
+                found = _series_bounds(s, self.dialect, batch, buckets)
                 merged: dict[tuple[int, str], dict[str, Any]] = {}
-                paths = {"points": self._short_series,
-                         "rollups": functools.partial(self._long_series, coarse=False),
-                         "coarse": functools.partial(self._long_series, coarse=True)}
+                paths = {"points": _short_series,
+                         "rollups": functools.partial(_long_series, coarse=False),
+                         "coarse": functools.partial(_long_series, coarse=True)}
                 for path, read in paths.items():
                     group = [(j, n, lo, hi) for j, n, lo, hi, many in found
                              if _series_path(lo, hi, many, buckets) == path]
                     if not group:
                         continue
-                    for (job_id, name, _, _), got in zip(group, read(s, group, buckets),
-                                                         strict=True):
+                    got_all = read(s, self.dialect, group, buckets)
+                    for (job_id, name, _, _), got in zip(group, got_all, strict=True):
                         if got is not None:
-                            merged[job_id, name] = self._merge_series(name, *got)
+                            merged[job_id, name] = _merge_series(name, *got)
                 for job_id, name, *_ in found:  # in the order asked for
                     if (job_id, name) in merged:
                         result.setdefault(job_id, {})[name] = merged[job_id, name]
         return result
 
-    def _series_source(self, columns: list[str], rows: list[tuple]) -> tuple[str, str, dict]:
-        """`rows` as the table `s` of one statement, passed as parameters however many there
-        are: (WITH clause, FROM item, parameters). Column "name" holds text, the others
-        integers. Postgres: one array per column, unnested; SQLite: one JSON text read by
-        json_each, materialized once (else every reference would parse it again).
 
-        (The literal table of one `SELECT ... UNION ALL` per series that bulk_series once
-        built failed on SQLite past 500 series, its limit on the terms of a compound SELECT,
-        and on Postgres took seconds and gigabytes to plan past a thousand, then "stack depth
-        limit exceeded".)"""
-        if self.dialect == "postgresql":
-            arrays = ", ".join(
-                f"CAST(:s_{c} AS {'varchar' if c == 'name' else 'integer'}[])" for c in columns
-            )
-            params = {f"s_{c}": [row[i] for row in rows] for i, c in enumerate(columns)}
-            return "", f"unnest({arrays}) AS s({', '.join(columns)})", params
-        cells = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
-        with_clause = (f"WITH series({', '.join(columns)}) AS MATERIALIZED "
-                       f"(SELECT {cells} FROM json_each(:series))")
-        return with_clause, "series AS s", {"series": json.dumps([list(row) for row in rows])}
+def _series_source(dialect: str, columns: list[str], rows: list[tuple]) -> tuple[str, str, dict]:
+    """`rows` as the table `s` of one statement, passed as parameters however many there
+    are: (WITH clause, FROM item, parameters). Column "name" holds text, the others
+    integers. Postgres: one array per column, unnested; SQLite: one JSON text read by
+    json_each, materialized once (else every reference would parse it again).
 
-    def _series_bounds(self, s: Session, pairs: list[tuple], buckets: int) -> list[tuple]:
-        """(job_id, name, first step, last step, long) for each (job_id, name) of `pairs` that
-        has points; long: more than `buckets` rollup rows (found reading at most buckets + 1
-        of their keys, so the bounds cost two index seeks and one short range per series)."""
-        with_clause, source, params = self._series_source(["job_id", "name"], pairs)
-        in_series = "m.job_id = s.job_id AND m.name = s.name"
-        stmt = text(
-            f"""
-            {with_clause}
-            SELECT s.job_id, s.name,
-                   (SELECT min(m.step) FROM metrics m WHERE {in_series}),
-                   (SELECT max(m.step) FROM metrics m WHERE {in_series}),
-                   (SELECT r.block FROM metric_rollups r
-                    WHERE r.job_id = s.job_id AND r.name = s.name
-                    LIMIT 1 OFFSET :buckets) IS NOT NULL
-            FROM {source}
-            """
+    (The literal table of one `SELECT ... UNION ALL` per series that bulk_series once
+    built failed on SQLite past 500 series, its limit on the terms of a compound SELECT,
+    and on Postgres took seconds and gigabytes to plan past a thousand, then "stack depth
+    limit exceeded".)"""
+    if dialect == "postgresql":
+        arrays = ", ".join(
+            f"CAST(:s_{c} AS {'varchar' if c == 'name' else 'integer'}[])" for c in columns
         )
-        rows = s.connection().execute(stmt, {**params, "buckets": buckets}).all()
-        return [(j, n, lo, hi, bool(many)) for j, n, lo, hi, many in rows if hi is not None]
+        params = {f"s_{c}": [row[i] for row in rows] for i, c in enumerate(columns)}
+        return "", f"unnest({arrays}) AS s({', '.join(columns)})", params
+    cells = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+    with_clause = (f"WITH series({', '.join(columns)}) AS MATERIALIZED "
+                   f"(SELECT {cells} FROM json_each(:series))")
+    return with_clause, "series AS s", {"series": json.dumps([list(row) for row in rows])}
 
-    def _grouped_rows(self, s: Session, columns: list[str], table: list[tuple],
-                      groups_sql: str) -> list[tuple | None]:
-        """For each series of `table` (its first column `sid` is its position), the rows that
-        `groups_sql` selects for it, columns k, e, ms, c, t, mn, mx (bucket, epoch, last step,
-        count, sum, min, max), as `([(k, e, ms, c, t), ...], min, max)` (t as text on SQLite), or
-        None if it has none.
 
-        `groups_sql` is a correlated subquery: each series is read by index ranges of its own
-        and grouped alone, whatever the planner estimates (a join grouping the whole batch
-        could hash or sort all of it at once, or scan the whole table). Each comes back as one
-        JSON array; on SQLite the floats travel as text printed with 17 digits (printf's '!'
-        flag), as its JSON would keep only 15. (Merging the groups into points and epoch
-        means in SQL as well was slower on both databases than `_merge_series`.)"""
-        with_clause, source, params = self._series_source(columns, table)
-        if self.dialect == "postgresql":
-            packed = ("json_build_array(json_agg(json_build_array(k, e, ms, c, t)), "
-                      "min(mn), max(mx))")
-        else:
-            exact = "CASE WHEN {0} IS NULL THEN NULL ELSE printf('%!.17g', {0}) END".format
-            packed = (f"json_array(json_group_array(json_array(k, e, ms, c, {exact('t')})), "
-                      f"{exact('min(mn)')}, {exact('max(mx)')})")
-        stmt = text(f"{with_clause} SELECT s.sid, (SELECT {packed} FROM ({groups_sql}) AS g) "
-                    f"FROM {source}")
-        out: list[tuple | None] = [None for _ in table]
-        for sid, packed_rows in s.connection().execute(stmt, params).all():
-            if isinstance(packed_rows, str):  # SQLite; psycopg has parsed the JSON already
-                packed_rows = json.loads(packed_rows)
-            rows, low, high = packed_rows
-            if rows:
-                out[sid] = (rows, None if low is None else float(low),
-                            None if high is None else float(high))
-        return out
-
-    def _short_series(self, s: Session, found: list[tuple], buckets: int) -> list:
-        """bulk_series for short series, from their points: for each series of `found`, its
-        rows (bucket, epoch, last step, count, sum), one per bucket and epoch, and its min and
-        max (see `_grouped_rows`)."""
-        table = []
-        for sid, (job_id, name, first, last) in enumerate(found):
-            width = max(1, -(-(last - first) // buckets))  # ceil((last - first) / buckets)
-            table.append((sid, job_id, name, first, last, width))
-        groups = """
-            SELECT CASE WHEN m.step = s.hi THEN -1 ELSE (m.step - s.lo) / s.w END AS k,
-                   m.epoch AS e, max(m.step) AS ms, count(m.value) AS c,
-                   sum(m.value) AS t, min(m.value) AS mn, max(m.value) AS mx
-            FROM metrics m
-            -- points written after the bounds were read wait for the next request
-            WHERE m.job_id = s.job_id AND m.name = s.name AND m.step <= s.hi
-            GROUP BY 1, 2
+def _series_bounds(s: Session, dialect: str, pairs: list[tuple], buckets: int) -> list[tuple]:
+    """(job_id, name, first step, last step, long) for each (job_id, name) of `pairs` that
+    has points; long: more than `buckets` rollup rows (found reading at most buckets + 1
+    of their keys, so the bounds cost two index seeks and one short range per series)."""
+    with_clause, source, params = _series_source(dialect, ["job_id", "name"], pairs)
+    in_series = "m.job_id = s.job_id AND m.name = s.name"
+    stmt = text(
+        f"""
+        {with_clause}
+        SELECT s.job_id, s.name,
+               (SELECT min(m.step) FROM metrics m WHERE {in_series}),
+               (SELECT max(m.step) FROM metrics m WHERE {in_series}),
+               (SELECT r.block FROM metric_rollups r
+                WHERE r.job_id = s.job_id AND r.name = s.name
+                LIMIT 1 OFFSET :buckets) IS NOT NULL
+        FROM {source}
         """
-        return self._grouped_rows(s, ["sid", "job_id", "name", "lo", "hi", "w"], table, groups)
+    )
+    rows = s.connection().execute(stmt, {**params, "buckets": buckets}).all()
+    return [(j, n, lo, hi, bool(many)) for j, n, lo, hi, many in rows if hi is not None]
 
-    def _long_series(self, s: Session, found: list[tuple], buckets: int, coarse: bool) -> list:
-        """bulk_series for long series, from their rollup rows (the coarse ones if `coarse`):
-        for each series of `found`, its rows (bucket, epoch, last step, count, sum), one per
-        bucket and epoch, and its min and max (see `_grouped_rows`)."""
-        B = COARSE_BLOCK_STEPS if coarse else ROLLUP_BLOCK_STEPS
-        table = []
-        for sid, (job_id, name, first, last) in enumerate(found):
-            lo_b, hi_b = first // B, last // B
-            width = max(1, -(-(hi_b - lo_b + 1) // buckets))  # ceil(blocks / buckets)
-            table.append((sid, job_id, name, lo_b, hi_b, width, last,
-                          last // ROLLUP_BLOCK_STEPS))
-        # Every block before the last one summed by bucket and epoch; then the last block:
-        # from coarse rows, its fine rows but the last; then the last fine block point by
-        # point (at most 16), its final point a bucket of its own.
-        last_bucket = "(s.hi_b - s.lo_b) / s.wb"
-        groups = f"""
-            SELECT (r.block - s.lo_b) / s.wb AS k, r.epoch AS e, max(r.last_step) AS ms,
-                   sum(r.n) AS c, sum(r.total) AS t, min(r.low) AS mn, max(r.high) AS mx
-            FROM {"metric_rollups_coarse" if coarse else "metric_rollups"} r
-            WHERE r.job_id = s.job_id AND r.name = s.name AND r.block < s.hi_b
-            GROUP BY 1, 2
-        """
-        if coarse:
-            groups += f"""
-            UNION ALL
-            SELECT {last_bucket}, r.epoch, max(r.last_step), sum(r.n), sum(r.total),
-                   min(r.low), max(r.high)
-            FROM metric_rollups r
-            WHERE r.job_id = s.job_id AND r.name = s.name
-              AND r.block >= s.hi_b * {COARSE_ROLLUP_BLOCKS} AND r.block < s.hi_f
-            GROUP BY 1, 2
-            """
+
+def _grouped_rows(s: Session, dialect: str, columns: list[str], table: list[tuple],
+                  groups_sql: str) -> list[tuple | None]:
+    """For each series of `table` (its first column `sid` is its position), the rows that
+    `groups_sql` selects for it, columns k, e, ms, c, t, mn, mx (bucket, epoch, last step,
+    count, sum, min, max), as `([(k, e, ms, c, t), ...], min, max)` (t as text on SQLite), or
+    None if it has none.
+
+    `groups_sql` is a correlated subquery: each series is read by index ranges of its own
+    and grouped alone, whatever the planner estimates (a join grouping the whole batch
+    could hash or sort all of it at once, or scan the whole table). Each comes back as one
+    JSON array; on SQLite the floats travel as text printed with 17 digits (printf's '!'
+    flag), as its JSON would keep only 15. (Merging the groups into points and epoch
+    means in SQL as well was slower on both databases than `_merge_series`.)"""
+    with_clause, source, params = _series_source(dialect, columns, table)
+    if dialect == "postgresql":
+        packed = ("json_build_array(json_agg(json_build_array(k, e, ms, c, t)), "
+                  "min(mn), max(mx))")
+    else:
+        exact = "CASE WHEN {0} IS NULL THEN NULL ELSE printf('%!.17g', {0}) END".format
+        packed = (f"json_array(json_group_array(json_array(k, e, ms, c, {exact('t')})), "
+                  f"{exact('min(mn)')}, {exact('max(mx)')})")
+    stmt = text(f"{with_clause} SELECT s.sid, (SELECT {packed} FROM ({groups_sql}) AS g) "
+                f"FROM {source}")
+    out: list[tuple | None] = [None for _ in table]
+    for sid, packed_rows in s.connection().execute(stmt, params).all():
+        if isinstance(packed_rows, str):  # SQLite; psycopg has parsed the JSON already
+            packed_rows = json.loads(packed_rows)
+        rows, low, high = packed_rows
+        if rows:
+            out[sid] = (rows, None if low is None else float(low),
+                        None if high is None else float(high))
+    return out
+
+
+def _short_series(s: Session, dialect: str, found: list[tuple], buckets: int) -> list:
+    """bulk_series for short series, from their points: for each series of `found`, its
+    rows (bucket, epoch, last step, count, sum), one per bucket and epoch, and its min and
+    max (see `_grouped_rows`)."""
+    table = []
+    for sid, (job_id, name, first, last) in enumerate(found):
+        width = max(1, -(-(last - first) // buckets))  # ceil((last - first) / buckets)
+        table.append((sid, job_id, name, first, last, width))
+    groups = """
+        SELECT CASE WHEN m.step = s.hi THEN -1 ELSE (m.step - s.lo) / s.w END AS k,
+               m.epoch AS e, max(m.step) AS ms, count(m.value) AS c,
+               sum(m.value) AS t, min(m.value) AS mn, max(m.value) AS mx
+        FROM metrics m
+        -- points written after the bounds were read wait for the next request
+        WHERE m.job_id = s.job_id AND m.name = s.name AND m.step <= s.hi
+        GROUP BY 1, 2
+    """
+    return _grouped_rows(s, dialect, ["sid", "job_id", "name", "lo", "hi", "w"], table, groups)
+
+
+def _long_series(s: Session, dialect: str, found: list[tuple], buckets: int, coarse: bool) -> list:
+    """bulk_series for long series, from their rollup rows (the coarse ones if `coarse`):
+    for each series of `found`, its rows (bucket, epoch, last step, count, sum), one per
+    bucket and epoch, and its min and max (see `_grouped_rows`)."""
+    B = COARSE_BLOCK_STEPS if coarse else ROLLUP_BLOCK_STEPS
+    table = []
+    for sid, (job_id, name, first, last) in enumerate(found):
+        lo_b, hi_b = first // B, last // B
+        width = max(1, -(-(hi_b - lo_b + 1) // buckets))  # ceil(blocks / buckets)
+        table.append((sid, job_id, name, lo_b, hi_b, width, last,
+                      last // ROLLUP_BLOCK_STEPS))
+    # Every block before the last one summed by bucket and epoch; then the last block:
+    # from coarse rows, its fine rows but the last; then the last fine block point by
+    # point (at most 16), its final point a bucket of its own.
+    last_bucket = "(s.hi_b - s.lo_b) / s.wb"
+    groups = f"""
+        SELECT (r.block - s.lo_b) / s.wb AS k, r.epoch AS e, max(r.last_step) AS ms,
+               sum(r.n) AS c, sum(r.total) AS t, min(r.low) AS mn, max(r.high) AS mx
+        FROM {"metric_rollups_coarse" if coarse else "metric_rollups"} r
+        WHERE r.job_id = s.job_id AND r.name = s.name AND r.block < s.hi_b
+        GROUP BY 1, 2
+    """
+    if coarse:
         groups += f"""
-            UNION ALL
-            SELECT CASE WHEN m.step = s.hi THEN -1 ELSE {last_bucket} END,
-                   m.epoch, m.step, CASE WHEN m.value IS NULL THEN 0 ELSE 1 END,
-                   m.value, m.value, m.value
-            FROM metrics m
-            WHERE m.job_id = s.job_id AND m.name = s.name
-              AND m.step >= s.hi_f * {ROLLUP_BLOCK_STEPS} AND m.step <= s.hi
+        UNION ALL
+        SELECT {last_bucket}, r.epoch, max(r.last_step), sum(r.n), sum(r.total),
+               min(r.low), max(r.high)
+        FROM metric_rollups r
+        WHERE r.job_id = s.job_id AND r.name = s.name
+          AND r.block >= s.hi_b * {COARSE_ROLLUP_BLOCKS} AND r.block < s.hi_f
+        GROUP BY 1, 2
         """
-        return self._grouped_rows(
-            s, ["sid", "job_id", "name", "lo_b", "hi_b", "wb", "hi", "hi_f"], table, groups
-        )
+    groups += f"""
+        UNION ALL
+        SELECT CASE WHEN m.step = s.hi THEN -1 ELSE {last_bucket} END,
+               m.epoch, m.step, CASE WHEN m.value IS NULL THEN 0 ELSE 1 END,
+               m.value, m.value, m.value
+        FROM metrics m
+        WHERE m.job_id = s.job_id AND m.name = s.name
+          AND m.step >= s.hi_f * {ROLLUP_BLOCK_STEPS} AND m.step <= s.hi
+    """
+    return _grouped_rows(
+        s, dialect, ["sid", "job_id", "name", "lo_b", "hi_b", "wb", "hi", "hi_f"], table, groups
+    )
 
-    @staticmethod
-    def _merge_series(
-        name: str, rows: list[list], low: float | None, high: float | None
-    ) -> dict[str, Any]:
-        """One series of bulk_series' answer from its (bucket, epoch, last step, count, sum)
-        rows (the sum a float, or its exact text from SQLite) and its lowest and highest
-        value: one point per bucket, final and best values, each epoch's mean. One pass over
-        the rows: this runs for every bucket of every series of the answer."""
-        points: dict[int, list[Any]] = {}  # bucket -> [last step, epoch at it, count, sum]
-        epochs: dict[int, list[Any]] = {}  # epoch -> [count, sum]
-        for bucket, epoch, last, count, total in rows:
-            total = float(total) if count else 0.0
-            acc = epochs.get(epoch)
-            if acc is None:
-                epochs[epoch] = [count, total]
-            else:
-                acc[0] += count
-                acc[1] += total
-            point = points.get(bucket)
-            if point is None:
-                points[bucket] = [last, epoch, count, total]
-            else:
-                if last > point[0]:
-                    point[0], point[1] = last, epoch
-                point[2] += count
-                point[3] += total
-        ordered = sorted(points.values(), key=lambda p: p[0])
-        values = [finite_or_none(p[3] / p[2]) if p[2] else None for p in ordered]
-        final = values[-1]
-        goal = metric_goal(name)
-        if goal is None or low is None:
-            best = final
+
+def _merge_series(
+    name: str, rows: list[list], low: float | None, high: float | None
+) -> dict[str, Any]:
+    """One series of bulk_series' answer from its (bucket, epoch, last step, count, sum)
+    rows (the sum a float, or its exact text from SQLite) and its lowest and highest
+    value: one point per bucket, final and best values, each epoch's mean. One pass over
+    the rows: this runs for every bucket of every series of the answer."""
+    points: dict[int, list[Any]] = {}  # bucket -> [last step, epoch at it, count, sum]
+    epochs: dict[int, list[Any]] = {}  # epoch -> [count, sum]
+    for bucket, epoch, last, count, total in rows:
+        total = float(total) if count else 0.0
+        acc = epochs.get(epoch)
+        if acc is None:
+            epochs[epoch] = [count, total]
         else:
-            best = finite_or_none(low if goal == "min" else high)
-        by_epoch = sorted(epochs.items())
-        return {
-            "step": [p[0] for p in ordered],
-            "epoch": [p[1] for p in ordered],
-            "value": values,
-            "final": final,
-            "best": best,
-            "epochs": {
-                "epoch": [e for e, _ in by_epoch],
-                "mean": [finite_or_none(t / c) if c else None for _, (c, t) in by_epoch],
-            },
-        }
+            acc[0] += count
+            acc[1] += total
+        point = points.get(bucket)
+        if point is None:
+            points[bucket] = [last, epoch, count, total]
+        else:
+            if last > point[0]:
+                point[0], point[1] = last, epoch
+            point[2] += count
+            point[3] += total
+    ordered = sorted(points.values(), key=lambda p: p[0])
+    values = [finite_or_none(p[3] / p[2]) if p[2] else None for p in ordered]
+    final = values[-1]
+    goal = metric_goal(name)
+    if goal is None or low is None:
+        best = final
+    else:
+        best = finite_or_none(low if goal == "min" else high)
+    by_epoch = sorted(epochs.items())
+    return {
+        "step": [p[0] for p in ordered],
+        "epoch": [p[1] for p in ordered],
+        "value": values,
+        "final": final,
+        "best": best,
+        "epochs": {
+            "epoch": [e for e, _ in by_epoch],
+            "mean": [finite_or_none(t / c) if c else None for _, (c, t) in by_epoch],
+        },
+    }
