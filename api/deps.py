@@ -1,7 +1,8 @@
-"""Dependencies shared by the routes, in the style of full-stack-fastapi-template.
+"""Dependencies of the routes, in the style of full-stack-fastapi-template.
 
 The app built by `create_app` holds one Settings, one Store and one Celery app on
-`app.state`; routes ask for them with the `*Dep` annotations below.
+`app.state`; routes ask for them, for the caller (api/security.py) and for the job named in
+their path with the `*Dep` annotations below.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from collections.abc import Sequence
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, Request
 
-from api.auth import PrincipalDep
-from db.store import JobRecord, Store
+from api.errors import job_not_found, jobs_not_found
+from api.security import Principal, current_principal
 from core.settings import Settings
+from db.store import JobRecord, Store
 
 
 def app_settings(request: Request) -> Settings:
@@ -33,21 +34,7 @@ def get_celery(request: Request) -> Celery:
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
-
-
-# ---- errors, in the two shapes clients parse ----
-# 422: FastAPI's own validation shape, {"detail": [{"loc": [...], "msg": ..., "type": ...}]},
-#      also for the checks only the server can make (catalogue ranges, dataset kinds).
-# 404/409/413/503: {"detail": "a sentence"}.
-
-
-def invalid(loc: Sequence[str | int], msg: str) -> RequestValidationError:
-    """A 422 naming one field, in the same shape as FastAPI's own validation errors."""
-    return RequestValidationError([{"type": "value_error", "loc": tuple(loc), "msg": msg}])
-
-
-def job_not_found(job_id: int) -> HTTPException:
-    return HTTPException(status_code=404, detail=f"job {job_id} not found")
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 # Job and checkpoint ids are INTEGER columns (db/tables.py): larger ids cannot exist, and
@@ -66,3 +53,15 @@ def get_job_or_404(job_id: int, store: StoreDep, principal: PrincipalDep) -> Job
 
 
 JobDep = Annotated[JobRecord, Depends(get_job_or_404)]
+
+
+def visible_jobs(store: Store, principal: Principal,
+                 job_ids: Sequence[int]) -> dict[int, JobRecord]:
+    """get_job_or_404 for several jobs (ids parsed from a query): all must exist and be the
+    caller's to see, else one 404 naming the others."""
+    jobs = store.get_jobs(i for i in job_ids if 1 <= i <= MAX_ID)
+    visible = {i: job for i, job in jobs.items() if principal.can_see(job.owner)}
+    missing = [i for i in job_ids if i not in visible]
+    if missing:
+        raise jobs_not_found(missing)
+    return visible

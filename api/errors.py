@@ -1,22 +1,32 @@
 """How errors leave the API: always JSON, never a stack trace or a statement.
 
-- 422: FastAPI's validation shape without echoing the input (`validation_error_handler`).
-- 507: the disk under the database or the state folder is full. The request changed nothing
+Two shapes, the ones clients parse:
+- 422: FastAPI's validation shape, {"detail": [{"type", "loc", "msg", "ctx"?}]}, also for the
+  checks only the server can make (catalogue ranges, dataset kinds, query lists): `invalid`.
+  The input is never echoed (`validation_error_handler`).
+- everything else: {"detail": "a sentence"} (ErrorOut):
+  401/403 credentials, 404 not found (or not yours: the same answer), 409 conflicts, 413 too
+  large, 429 too many queued jobs,
+  507: the disk under the database or the state folder is full. The request changed nothing
   (its transaction rolled back); `/healthz` says `storage: full` until space is freed.
-- 503: the database cannot be reached; try again.
-- 500: anything else, logged with its traceback here, answered with a plain sentence.
+  503: the database cannot be reached; try again.
+  500: anything else, logged with its traceback here, answered with a plain sentence.
+
+The helpers below build those errors; the dicts after them describe them on the OpenAPI page.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.schemas import ErrorOut, ValidationErrorOut
 from db.store import is_connection_error, is_storage_full
 
 log = logging.getLogger("trainyard.api")
@@ -25,6 +35,64 @@ STORAGE_FULL_DETAIL = (
     "storage is full: the server could not save this request (nothing was changed); free disk "
     "space where the database and TRAINYARD_HOME live, then try again"
 )
+
+# ---- errors routes raise -------------------------------------------------------------------
+
+
+def invalid(loc: Sequence[str | int], msg: str) -> RequestValidationError:
+    """A 422 naming one field, in the same shape as FastAPI's own validation errors."""
+    return RequestValidationError([{"type": "value_error", "loc": tuple(loc), "msg": msg}])
+
+
+def unauthorized(detail: str, *, challenge: bool = True) -> HTTPException:
+    """A 401; with `challenge`, it names the scheme to use (WWW-Authenticate: Bearer). The
+    sign-in form's own 401 has none: the key it was sent is the only way in it offers."""
+    headers = {"WWW-Authenticate": "Bearer"} if challenge else None
+    return HTTPException(status_code=401, detail=detail, headers=headers)
+
+
+def forbidden(detail: str) -> HTTPException:
+    return HTTPException(status_code=403, detail=detail)
+
+
+def not_found(detail: str) -> HTTPException:
+    return HTTPException(status_code=404, detail=detail)
+
+
+def job_not_found(job_id: int) -> HTTPException:
+    return not_found(f"job {job_id} not found")
+
+
+def jobs_not_found(job_ids: Sequence[int]) -> HTTPException:
+    """A 404 naming the first 20 ids of a request for several jobs."""
+    shown = ", ".join(str(i) for i in job_ids[:20]) + (" ..." if len(job_ids) > 20 else "")
+    noun = "job" if len(job_ids) == 1 else "jobs"
+    return not_found(f"{noun} {shown} not found")
+
+
+def checkpoint_not_found(job_id: int, checkpoint_id: int) -> HTTPException:
+    return not_found(f"checkpoint {checkpoint_id} of job {job_id} not found")
+
+
+def conflict(detail: str) -> HTTPException:
+    return HTTPException(status_code=409, detail=detail)
+
+
+def too_large(detail: str) -> HTTPException:
+    return HTTPException(status_code=413, detail=detail)
+
+
+def too_many_queued(owner: str, queued: int, limit: int) -> HTTPException:
+    """A 429 for a user at the queue cap; a client may retry after some jobs have started."""
+    return HTTPException(
+        status_code=429,
+        detail=f"{owner} has {queued} queued jobs; the limit is {limit} "
+        "(TRAINYARD_MAX_QUEUED_JOBS_PER_USER): wait for some to start, or cancel some",
+        headers={"Retry-After": "30"},
+    )
+
+
+# ---- handlers: the last word on what leaves the app ----------------------------------------
 
 
 def _printable(text: str) -> str:
@@ -69,3 +137,55 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> JSONRespo
             "detail": "the database cannot be reached; try again shortly"})
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse(status_code=500, content={"detail": "internal server error"})
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)
+    app.state.storage_full_at = None  # monotonic time of the last 507, read by /healthz
+
+
+# ---- the errors on the OpenAPI page ---------------------------------------------------------
+
+Responses = dict[int | str, dict[str, Any]]
+
+# Every protected route: added once, where create_app includes the protected routers.
+AUTH_RESPONSES: Responses = {
+    401: {"model": ErrorOut, "description": "No API key or session, or a wrong or revoked one."},
+    403: {"model": ErrorOut, "description": "A session request that changes state without "
+          "its X-CSRF-Token."},
+    413: {"model": ErrorOut, "description": "The body is larger than the request size limit."},
+}
+# FastAPI answers 400 itself, before the route runs, for a body it cannot parse: JSON that is
+# not UTF-8, or a broken multipart envelope.
+UNPARSABLE_BODY: Responses = {
+    400: {"model": ErrorOut, "description": "The body cannot be parsed (not UTF-8, or a "
+          "broken multipart envelope)."}
+}
+NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "No such job (or checkpoint)."}}
+RUNS_NOT_FOUND: Responses = {
+    404: {"model": ErrorOut, "description": "Some of the ids are unknown."}
+}
+QUEUE_FULL: Responses = {
+    429: {"model": ErrorOut, "description": "The user has as many queued jobs as allowed."}
+}
+JOB_FINISHED: Responses = {
+    409: {"model": ErrorOut, "description": "The job already finished."}
+}
+SERIES_REQUEST_INVALID: Responses = {
+    422: {"model": ValidationErrorOut, "description": "Bad ids, names or max_points, or "
+          "more runs x names (or points) than one request may read "
+          "(TRAINYARD_MAX_COMPARE_SERIES), with the field to change and the maximum."},
+}
+DATASET_NAME_TAKEN: Responses = {409: {"model": ErrorOut, "description": "The name is taken."}}
+UPLOAD_TOO_LARGE: Responses = {
+    413: {"model": ErrorOut, "description": "The file is larger than the upload limit."}
+}
+# The /auth routes are public (they check credentials themselves), so they list their own.
+UNAUTHORIZED: Responses = {
+    401: {"model": ErrorOut, "description": "No valid API key or session."}
+}
+SIGN_IN_TOO_LARGE: Responses = {
+    413: {"model": ErrorOut, "description": "The body is over the size limit."}
+}
+CSRF_MISSING: Responses = {403: {"model": ErrorOut, "description": "Missing X-CSRF-Token."}}

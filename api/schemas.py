@@ -1,17 +1,22 @@
 """Request and response bodies of the HTTP API (pydantic v2).
 
-Field names here are a contract: the dashboard, the CLI and users' scripts read them
-(issue 2, point 7). Add fields freely; rename or remove none.
+Field names here are a contract: the dashboard, the CLI and users' scripts read them, and
+none of them is deployed in step with the server. Add fields freely; rename or remove none.
+
+Responses about a job are built from the store's JobRecord with `from_record`: a field that has
+the same name as the record's is filled from it, so a job's fields are written down here only.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from core import states
+from db.store import CheckpointRecord, DatasetRecord, JobRecord
 
 
 def check_storable(value: str) -> str:
@@ -46,17 +51,24 @@ def check_storable_json(value: Any) -> Any:
 
 StorableStr = Annotated[str, AfterValidator(check_storable)]
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# The words of core/states.py, as Literals: the schema lists them inline, as it always has.
+JobStatus = Literal[tuple(s.value for s in states.JobStatus)]  # type: ignore[valid-type]
+Outcome = Literal[tuple(o.value for o in states.Outcome)]  # type: ignore[valid-type]
 Device = Literal["auto", "cpu", "cuda"]
 DatasetKind = Literal["images", "text"]
 
 
+_shared_names: dict[tuple[type, type], tuple[str, ...]] = {}
 
-def finite_or_none(value: float | None) -> float | None:
-    """JSON has no NaN or Infinity: a diverged loss is reported as null."""
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
+
+def same_named(record: Any, model: type[BaseModel], skip: Iterable[str] = ()) -> dict[str, Any]:
+    """The fields of `model` that `record` has under the same name (but those in `skip`)."""
+    key = (model, type(record))
+    names = _shared_names.get(key)
+    if names is None:  # once per pair of classes: a list of 200 jobs pays for it once
+        names = _shared_names[key] = tuple(n for n in model.model_fields if hasattr(record, n))
+    skipped = set(skip)
+    return {name: getattr(record, name) for name in names if name not in skipped}
 
 
 class JobCreate(BaseModel):
@@ -107,23 +119,46 @@ class Progress(BaseModel):
     total_steps: int | None = None
     eta_seconds: float | None = None
 
+    @classmethod
+    def from_record(cls, job: JobRecord) -> Self:
+        return cls(
+            epoch=job.epoch,
+            # Known from the spec before a worker reports it: the dashboard can show "0/20".
+            total_epochs=job.total_epochs or job.hyperparameters.get("epochs"),
+            step=job.step,
+            total_steps=job.total_steps,
+            eta_seconds=job.eta_seconds,  # the store keeps it finite
+        )
+
 
 class BestMetric(BaseModel):
     name: str = Field(description="val_accuracy (classifiers), val_perplexity (LM) or val_loss.")
     value: float | None
 
 
-class JobOut(BaseModel):
+class RunBase(BaseModel):
+    """What names a run in every answer about jobs; each subclass adds its own fields."""
+
     id: int
     name: str | None
     model: str
     dataset: str
+
+    @classmethod
+    def from_record(cls, job: JobRecord, **computed: Any) -> Self:
+        """The answer for `job`: its same-named fields, and `computed` for the others."""
+        return cls(**same_named(job, cls, skip=computed), **computed)
+
+
+class JobOut(RunBase):
     hyperparameters: dict[str, Any]
     device: str
     status: JobStatus
     progress: Progress
     attempts: int
-    worker: str | None = Field(default=None, description="The worker running (or that last ran) it.")
+    worker: str | None = Field(
+        default=None, description="The worker running (or that last ran) it."
+    )
     owner: str = Field(default="local", description="The user who submitted it (its API key's "
                        "owner; 'local' without a key).")
     error: str | None
@@ -135,13 +170,22 @@ class JobOut(BaseModel):
         description="In GET /jobs only: the best value so far of the job's headline metric.",
     )
 
+    @classmethod
+    def from_record(cls, job: JobRecord, **details: Any) -> Self:
+        """The job as the API shows it: JobOut's fields from the record, progress from its
+        counters. What a subclass adds (JobDetail's latest metrics, attempts, infra failures)
+        is per answer: it comes from `details` or stays at its default, never from the record.
+        """
+        return cls(**same_named(job, JobOut, skip=details), progress=Progress.from_record(job),
+                   **details)
+
 
 class AttemptOut(BaseModel):
     number: int = Field(description="1 for the first run, counted per claim by a worker.")
     worker: str | None
     started_at: datetime
     ended_at: datetime | None = Field(description="null while the attempt runs.")
-    outcome: Literal["succeeded", "failed", "cancelled", "worker_lost", "drained"] | None = Field(
+    outcome: Outcome | None = Field(
         description="null while it runs; worker_lost: the worker stopped heart-beating (an "
         "infrastructure failure); drained: its worker shut down and gave the job back."
     )
@@ -200,12 +244,12 @@ class CheckpointOut(BaseModel):
     created_at: datetime | None
     download_url: str
 
+    @classmethod
+    def from_record(cls, checkpoint: CheckpointRecord, download_url: str) -> Self:
+        return cls(**same_named(checkpoint, cls), download_url=download_url)
 
-class CompareRun(BaseModel):
-    id: int
-    name: str | None
-    model: str
-    dataset: str
+
+class CompareRun(RunBase):
     status: JobStatus
     hyperparameters: dict[str, Any]
     final: dict[str, float | None] = Field(description="Each metric's value at its last step.")
@@ -239,11 +283,7 @@ class BulkSeries(BaseModel):
     epochs: SeriesEpochs
 
 
-class SeriesRun(BaseModel):
-    id: int
-    name: str | None
-    model: str
-    dataset: str
+class SeriesRun(RunBase):
     status: JobStatus
     device: str
     hyperparameters: dict[str, Any]
@@ -298,6 +338,10 @@ class ModelInfo(BaseModel):
     task: Literal["classification", "language_modeling"]
     datasets_kind: DatasetKind
     hyperparameters: dict[str, ParamInfo]
+    headline_metric: str = Field(description="The metric that says how good a run is.")
+    metrics: dict[str, Literal["min", "max"] | None] = Field(
+        description="Each metric the family reports (gradient norms aside) and which way is "
+        "better: min, max, or null where best means nothing.")
 
 
 class DatasetOut(BaseModel):
@@ -310,6 +354,19 @@ class DatasetOut(BaseModel):
     owner: str | None = Field(
         default=None, description="Who uploaded it (uploads only); jobs train on their own user's."
     )
+
+    @classmethod
+    def from_builtin(cls, info: dict[str, Any]) -> Self:
+        """A built-in dataset, from what models.data.builtin_datasets says of it."""
+        return cls(name=info["name"], kind=info["kind"], source="builtin",
+                   size_bytes=info.get("size_bytes"), examples=info.get("examples"),
+                   description=info.get("description", ""))
+
+    @classmethod
+    def from_upload(cls, record: DatasetRecord) -> Self:
+        return cls(name=record.name, kind=record.kind, source="uploaded",
+                   size_bytes=record.size, description=record.description or "",
+                   owner=record.owner)
 
 
 class QueueHealth(BaseModel):
@@ -328,17 +385,21 @@ class Health(BaseModel):
     problems: list[str] = Field(description="What is wrong, in words; empty when ok.")
 
 
+class SignIn(BaseModel):
+    key: str = Field(min_length=1, max_length=200, description="An API key (ty_...).")
+
+
+class SessionOut(BaseModel):
+    owner: str = Field(description="The user the requests act for.")
+    is_admin: bool
+    via: str = Field(description="key, session or local (no keys required on this address).")
+    keys_required: bool
+    csrf_token: str | None = Field(
+        default=None, description="Send it as X-CSRF-Token with POST/PUT/DELETE (sessions)."
+    )
+
+
 class ErrorOut(BaseModel):
     """Errors other than validation: `{"detail": "job 42 not found"}`."""
 
     detail: str
-
-
-# Responses shared by many routes, for the OpenAPI page.
-NOT_FOUND = {404: {"model": ErrorOut, "description": "No such job (or checkpoint)."}}
-# FastAPI answers 400 itself, before the route runs, for a body it cannot parse: JSON that is
-# not UTF-8, or a broken multipart envelope.
-UNPARSABLE_BODY = {
-    400: {"model": ErrorOut, "description": "The body cannot be parsed (not UTF-8, or a "
-          "broken multipart envelope)."}
-}

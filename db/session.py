@@ -8,10 +8,10 @@ Postgres gets `pool_pre_ping` so a restarted server does not break a long-lived 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 

@@ -1,7 +1,40 @@
 """Neural networks and the training core of Trainyard (pure torch).
 
-Modules: mlp, cnn, rnn_lm (one nn.Module + config each), registry (hyperparameter catalogue and
-validation; imports no torch so the API can use it cheaply), data (datasets as tensors) and
-train (``fit``, the training core). This package file imports nothing, on purpose: importing
-``models.registry`` must not pull in torch.
+Modules: mlp, cnn, rnn_lm (one nn.Module + config each), family (what a family's entry is
+made of), registry (the family table: hyperparameters, data kind, metrics, config and size of
+each family, and validation), limits (a job's size before it runs), data (datasets as tensors)
+and train (``fit``, the training core).
+
+This package file imports only the torch-free modules (importing ``models.registry`` must not
+pull in torch): it holds `check_job`, the whole check of a job before it is queued.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from models.limits import check_limits, estimate, shape_for_dataset
+from models.registry import SpecError, check_dataset_kind, validate_hyperparameters
+
+
+def check_job(model: str, hyperparameters: dict | None, dataset: str,
+              kind_of: Callable[[str], str | None], *, data_dir: Path | None,
+              max_parameters: int, max_activation_bytes: int) -> dict[str, Any]:
+    """Check a job before it is queued, in this order: its hyperparameters against its
+    family's catalogue, its dataset (`kind_of(dataset)`: the dataset's kind, None when there
+    is no such dataset; asked only once the hyperparameters are valid) and its estimated size
+    against the caps. Returns the hyperparameters, filled and coerced; SpecError names the
+    first field at fault."""
+    hp = validate_hyperparameters(model, hyperparameters)
+    kind = kind_of(dataset)
+    if kind is None:
+        raise SpecError(
+            "dataset", f"unknown dataset {dataset!r}; GET /datasets lists the available ones")
+    check_dataset_kind(model, dataset, kind)
+    # An exact parameter count and a conservative activation estimate (text vocabularies are
+    # bounded from above here; the worker re-checks with the real vocabulary).
+    shape = shape_for_dataset(model, hp, dataset, data_dir)
+    check_limits(estimate(model, hp, shape), max_parameters, max_activation_bytes)
+    return hp

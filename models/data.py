@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models.registry import dataset_kind_for
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -388,6 +390,24 @@ def _find_idx(folder: Path, split: str, kind: str) -> Path | None:
     return None
 
 
+def idx_image_size(folder: Path) -> tuple[int, int] | None:
+    """(height, width) from the header of the MNIST-style train images file in `folder`, if
+    there is one, without reading its pixels (models/limits.py sizes a job with it)."""
+    path = _find_idx(folder, "train", "images")
+    if path is None:
+        return None
+    try:
+        with _open_maybe_gz(path) as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    # magic 0, 0, type, ndim=3, then N, H, W as big-endian uint32 (read_idx)
+    if len(head) < 16 or head[0] or head[1] or head[3] != 3:
+        return None
+    _, height, width = struct.unpack(">3I", head[4:16])
+    return height, width
+
+
 def _cifar_folder(data_dir: Path) -> Path | None:
     for folder in (data_dir / "cifar10", data_dir / "cifar10" / "cifar-10-batches-bin"):
         if sorted(folder.glob("data_batch_*.bin")):
@@ -511,6 +531,6 @@ def _pydocs_size() -> int:
 
 def default_dataset(model: str) -> str:
     """The dataset a job for `model` uses when none is named."""
-    if model == "rnn_lm":
+    if dataset_kind_for(model) == "text":
         return "fortunes" if _fortune_files(FORTUNES_DIR) else "pydocs"
     return "digits"

@@ -13,8 +13,9 @@ Figures (all fp32, one optimizer step):
                     as kept until backward (autograd keeps fewer: e.g. ReLU keeps its output but
                     not its input), plus the input batch and targets. Dropout counts twice
                     (output and mask), max pooling adds its int64 indices. Recurrent layers
-                    count a per-step workspace (RNN_WORKSPACE) sized above what the CPU
-                    (oneDNN / per-step autograd) keeps, with room for cuDNN's reserve space.
+                    count a per-step workspace (models.registry.RNN_WORKSPACE) sized above
+                    what the CPU (oneDNN / per-step autograd) keeps, with room for cuDNN's
+                    reserve space.
                     Against torch's saved tensors (CPU) it came to 1.0x-3.2x.
   peak_bytes        the working memory of the job at its worst moment, besides the state below;
                     what the activation cap is compared with. The largest of
@@ -28,7 +29,8 @@ Figures (all fp32, one optimizer step):
                       on `chunk_tokens` positions at a time, so no logits tensor bigger than
                       (chunk_tokens, vocab) exists. A pass gets the training step's figure, at
                       least EVAL_MIN_BYTES; an image counts as in training (every
-                      intermediate), an LM token as RNN_EVAL_PER_LAYER says plus its logits;
+                      intermediate), an LM token as models.registry.RNN_EVAL_PER_LAYER says
+                      plus its logits;
                     - sampling text (LM): the prompt's features and a few (1, vocab) tensors;
                     - writing a checkpoint: a serialized copy of weights and optimizer state.
                     Measured on CPU (resident memory, tests/unit/test_lm_memory.py): a word LM
@@ -37,6 +39,10 @@ Figures (all fp32, one optimizer step):
   state_bytes       parameters + gradients + optimizer state: 4 bytes each per parameter;
                     Adam/AdamW keep two moments, SGD one momentum buffer (none at momentum 0).
 
+Each family's own figures (params, activation, largest tensor, per evaluated item) come
+from its `size` hook in the family table (models/registry.py); this module turns them into the
+estimate, the validation plan and the caps, by the family's data kind (images or text).
+
 Not covered: the dataset itself (loaded before training, a few bytes per token or pixel),
 allocator fragmentation, CUDA context and kernel workspaces. The caps are guards against absurd
 jobs, not a memory planner.
@@ -44,29 +50,13 @@ jobs, not a memory planner.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from models.registry import SpecError
+from models.data import idx_image_size
+from models.family import FLOAT, DataShape, Sizes, SpecError
+from models.registry import family
 
-FLOAT = 4  # bytes of an fp32 element
-INDEX = 8  # bytes of an int64 element (token ids, targets, pooling indices)
-HEAD_GRID = 4  # models.cnn.HEAD_GRID (not imported: models/cnn.py imports torch)
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
-# What one recurrent layer keeps for backward, in fp32 values per (batch element, time step),
-# as (a, b): a * hidden + b * max(layer input, hidden). Measured on CPU (torch 2.13): Elman keeps
-# ~1 * hidden + input (per-step autograd graph), GRU ~7 * hidden + input, LSTM's oneDNN
-# workspace ~15 * hidden + 6 * input with hidden padded to at least 16. cuDNN's reserve space
-# (gates and states of every step) fits within the same figures. Counted over T + 1 steps:
-# the initial state is stored with the others.
-RNN_WORKSPACE = {"rnn": (3, 1), "gru": (9, 1), "lstm": (16, 8)}
-RNN_MIN_HIDDEN = 16  # oneDNN pads narrow LSTM layers
-# Without autograd (validation) a layer needs far less: its gates' input projections for the
-# whole sequence and ~3 more hidden-sized values per token (fp32 values per token: GATES + 3).
-RNN_EVAL_PER_LAYER = 3
-# oneDNN page-aligns each of the ~7 parts of an LSTM layer's workspace (28 KiB at 1 unit).
-LSTM_LAYER_OVERHEAD = 32 * 1024
 # Char-level vocabulary bound used before the text is tokenized: the built-in corpora have
 # ~110 distinct characters; an upload may have more (non-Latin scripts), which the worker
 # catches with the exact vocabulary before training (`shape_of_data`).
@@ -105,28 +95,6 @@ class EvalPlan:
 
 
 @dataclass(frozen=True)
-class _Sizes:
-    """What a family's sizing function returns (all bytes but params)."""
-
-    params: int
-    activation: int  # kept for backward by one training batch
-    largest: int  # the largest single activation tensor of a training batch
-    eval_item: int  # no_grad working memory per image, or per LM token before the decoder
-
-
-@dataclass(frozen=True)
-class DataShape:
-    """The facts of a dataset that size a model: image geometry and classes, or vocabulary."""
-
-    channels: int = 0
-    height: int = 0
-    width: int = 0
-    num_classes: int = 0
-    vocab_size: int = 0
-    vocab_is_bound: bool = False  # vocab_size is an upper bound, not the real vocabulary
-
-
-@dataclass(frozen=True)
 class Estimate:
     params: int
     activation_bytes: int  # kept for backward by one training step
@@ -141,30 +109,11 @@ class Estimate:
 # the dataset's shape
 
 
-def _idx_image_size(folder: Path) -> tuple[int, int] | None:
-    """(height, width) from the header of an MNIST-style train images file, if there is one."""
-    from models.data import _find_idx, _open_maybe_gz  # torch-free helpers of the reader
-
-    path = _find_idx(folder, "train", "images")
-    if path is None:
-        return None
-    try:
-        with _open_maybe_gz(path) as fh:
-            head = fh.read(16)
-    except OSError:
-        return None
-    # magic 0, 0, type, ndim=3, then N, H, W as big-endian uint32 (models.data.read_idx)
-    if len(head) < 16 or head[0] or head[1] or head[3] != 3:
-        return None
-    _, height, width = struct.unpack(">3I", head[4:16])
-    return height, width
-
-
 def shape_for_dataset(model: str, hp: dict, dataset: str,
                       data_dir: Path | None = None) -> DataShape:
     """What is known about `dataset` before it is loaded: sizes of the built-in image sets,
     and for text an upper bound of the vocabulary (`vocab_is_bound`)."""
-    if model == "rnn_lm":
+    if family(model).data_kind == "text":
         if hp["tokenizer"] == "word":
             # build_vocab keeps at most max_vocab tokens, <unk> included: a true bound
             return DataShape(vocab_size=hp["max_vocab"], vocab_is_bound=True)
@@ -172,7 +121,7 @@ def shape_for_dataset(model: str, hp: dict, dataset: str,
     # No image upload exists; an unknown name gets the largest built-in geometry.
     channels, height, width, classes = IMAGE_SHAPES.get(dataset, IMAGE_SHAPES["cifar10"])
     if dataset in ("mnist", "fashion_mnist") and data_dir is not None:
-        found = _idx_image_size(Path(data_dir) / dataset)
+        found = idx_image_size(Path(data_dir) / dataset)
         if found is not None:
             height, width = found
     return DataShape(channels=channels, height=height, width=width, num_classes=classes)
@@ -190,121 +139,25 @@ def shape_of_data(data) -> DataShape:
 # the estimate
 
 
-def _linear(n_in: int, n_out: int) -> int:
-    return n_in * n_out + n_out
-
-
-def _dropout_factor(p: float) -> int:
-    # Training-mode dropout stores its output and a mask of the same size (fp32 on CPU).
-    return 2 if p > 0 else 0
-
-
-def _mlp(hp: dict, s: DataShape) -> _Sizes:
-    b, in_features = hp["batch_size"], s.channels * s.height * s.width
-    widths = [in_features, *hp["hidden_sizes"]]
-    params = sum(_linear(a, w) for a, w in zip(widths[:-1], widths[1:]))
-    params += _linear(widths[-1], s.num_classes)
-    # per hidden layer: pre-activation, activation, dropout output + mask
-    per_example = in_features + sum(
-        (2 + _dropout_factor(hp["dropout"])) * w for w in hp["hidden_sizes"])
-    per_example += 2 * s.num_classes  # logits and their log-softmax
-    largest = max(in_features, *hp["hidden_sizes"], s.num_classes)
-    item = per_example * FLOAT + INDEX  # + the int64 target
-    return _Sizes(params, b * item, b * largest * FLOAT, item)
-
-
-def _cnn(hp: dict, s: DataShape) -> _Sizes:
-    b, k, is_max = hp["batch_size"], hp["kernel_size"], hp["pooling"] == "max"
-    h, w, c_in = s.height, s.width, s.channels
-    params = 0
-    floats, indices = c_in * h * w, 0  # per example; the input batch
-    largest = floats
-    for c_out in hp["channels"]:
-        params += c_in * c_out * k * k + c_out
-        floats += 2 * c_out * h * w  # conv output and activation ('same' padding)
-        largest = max(largest, c_out * h * w)
-        if min(h, w) >= 2:  # the same rule as models.cnn: never pool below 1x1
-            h, w = h // 2, w // 2
-            floats += c_out * h * w
-            indices += c_out * h * w if is_max else 0
-        c_in = c_out
-    gh, gw = min(h, HEAD_GRID), min(w, HEAD_GRID)
-    features = c_in * gh * gw
-    floats += features * (1 + _dropout_factor(hp["dropout"]))  # adaptive pool, dropout
-    indices += features if is_max else 0
-    params += _linear(features, s.num_classes)
-    floats += 2 * s.num_classes  # logits and their log-softmax
-    largest = max(largest, features, s.num_classes)
-    item = floats * FLOAT + (indices + 1) * INDEX  # + the int64 target
-    return _Sizes(params, b * item, b * largest * FLOAT, item)
-
-
-def _rnn_lm(hp: dict, s: DataShape) -> _Sizes:
-    b, t, v = hp["batch_size"], hp["seq_len"], s.vocab_size
-    e, h, layers, cell = hp["embedding_dim"], hp["hidden_size"], hp["num_layers"], hp["cell"]
-    drop = _dropout_factor(hp["dropout"])
-    gates = GATES[cell]
-    params = v * e  # embedding
-    for layer in range(layers):
-        n_in = e if layer == 0 else h
-        params += gates * h * (n_in + h) + 2 * gates * h  # W_ih, W_hh, b_ih, b_hh
-    out_dim = h
-    projected = hp["tie_weights"] and e != h
-    if projected:
-        params += _linear(h, e)
-        out_dim = e
-    # a tied decoder weight is the embedding matrix: only its bias is new
-    params += v if hp["tie_weights"] else _linear(out_dim, v)
-
-    tokens = b * t
-    floats = tokens * e * (1 + drop)  # embedding output, dropout
-    a, b_in = RNN_WORKSPACE[cell]
-    padded = max(h, RNN_MIN_HIDDEN) if cell == "lstm" else h
-    for layer in range(layers):
-        n_in = e if layer == 0 else h
-        floats += b * (t + 1) * (a * padded + b_in * max(n_in, padded))
-        floats += tokens * h  # the layer's output sequence
-        if layer < layers - 1:
-            floats += tokens * h * drop  # nn.RNN's dropout between layers
-    floats += tokens * h * drop  # dropout before the decoder
-    floats += tokens * e if projected else 0
-    # no_grad, per evaluated token, what the layers produce before the decoder: the embedding
-    # (and a copy of it), per layer the input projections of its gates, the output and state
-    # (RNN_EVAL_PER_LAYER), the projection. Measured on CPU: 1.0x-3.5x of the real peak.
-    per_token = 2 * e + layers * (GATES[cell] + RNN_EVAL_PER_LAYER) * padded
-    per_token += e if projected else 0
-    floats += 2 * tokens * v  # logits and their log-softmax: the big one for large vocabularies
-    overhead = layers * LSTM_LAYER_OVERHEAD if cell == "lstm" else 0
-    activation = floats * FLOAT + 2 * tokens * INDEX + overhead  # + ids and targets
-    largest = tokens * max(v, e, GATES[cell] * h) * FLOAT
-    # an evaluated token also has its id, target and their index tensors (int64)
-    return _Sizes(params, activation, largest, per_token * FLOAT + 4 * INDEX)
-
-
-_FAMILIES = {"mlp": _mlp, "cnn": _cnn, "rnn_lm": _rnn_lm}
-
-
 def _optimizer_slots(hp: dict) -> int:
     if hp["optimizer"] in ("adam", "adamw"):
         return 2  # exp_avg, exp_avg_sq
     return 1 if hp["momentum"] > 0 else 0
 
 
-def _sizes(model: str, hp: dict, shape: DataShape) -> _Sizes:
-    if model not in _FAMILIES:
-        raise SpecError("model", f"unknown model {model!r}")
-    return _FAMILIES[model](hp, shape)
+def _sizes(model: str, hp: dict, shape: DataShape) -> Sizes:
+    return family(model).size(hp, shape)
 
 
-def _train_peak(sizes: _Sizes) -> int:
+def _train_peak(sizes: Sizes) -> int:
     # backward holds, besides what forward kept, the gradients of the op it is at: the largest
     # tensor once more (activation counts logits and log-softmax, autograd keeps one of them)
     return sizes.activation + sizes.largest
 
 
-def _plan(model: str, hp: dict, shape: DataShape, sizes: _Sizes) -> EvalPlan:
+def _plan(model: str, hp: dict, shape: DataShape, sizes: Sizes) -> EvalPlan:
     budget = max(_train_peak(sizes), EVAL_MIN_BYTES)
-    if model != "rnn_lm":
+    if family(model).data_kind == "images":
         rows = max(1, min(EVAL_BATCH_IMAGES, budget // sizes.eval_item))
         return EvalPlan(rows=rows, chunk_tokens=0, bytes=rows * sizes.eval_item)
     # LM: half the budget for the windows' features, the rest for a chunk of logits
@@ -322,7 +175,7 @@ def eval_plan(model: str, hp: dict, shape: DataShape) -> EvalPlan:
     return _plan(model, hp, shape, _sizes(model, hp, shape))
 
 
-def _sample_bytes(hp: dict, shape: DataShape, sizes: _Sizes) -> int:
+def _sample_bytes(hp: dict, shape: DataShape, sizes: Sizes) -> int:
     # the prompt's features (SAMPLE_PROMPT_TOKENS of models/train.py, 16), then per token its
     # logits, probabilities and multinomial's workspace: a few (1, vocab) tensors
     return 16 * sizes.eval_item + 4 * shape.vocab_size * FLOAT
@@ -337,7 +190,7 @@ def estimate(model: str, hp: dict, shape: DataShape) -> Estimate:
     peak = max(
         _train_peak(sizes),
         _plan(model, hp, shape, sizes).bytes,
-        _sample_bytes(hp, shape, sizes) if model == "rnn_lm" else 0,
+        _sample_bytes(hp, shape, sizes) if family(model).data_kind == "text" else 0,
         # a checkpoint serializes weights and optimizer state (and the buffer may be copied
         # once while it grows)
         2 * params * FLOAT * (1 + _optimizer_slots(hp)),

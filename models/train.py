@@ -1,7 +1,13 @@
 """The training core: `fit(spec, callbacks)` trains one job and reports through callbacks.
 
 Pure torch: no Celery, FastAPI or SQLAlchemy. The worker subclasses `Callbacks` to persist what
-fit() reports; tests use it directly.
+fit() reports; tests use it directly. A `JobSpec` checks and fills its hyperparameters once,
+when it is made; everything here reads them as they are.
+
+Reading order: the two tasks (`_Classification`, `_LanguageModel`: batches and evaluation, by
+the family's data kind), the run's state and its checkpoint (`_Run`, `checkpoint_bytes`,
+`restore`), the reporter that hands steps and progress to the callbacks (`_Reporter`), then
+`fit`, the loop itself.
 
 Numbering: `step` counts optimizer steps done so far (the first on_step has step=1); `epoch` in
 on_step is the epoch being trained (1-based); on_epoch / on_checkpoint get the number of epochs
@@ -22,6 +28,8 @@ Reported metrics
              Validation runs without autograd in passes planned by models.limits.eval_plan
              (the LM's decoder on a bounded number of positions at a time), so it stays within
              the memory the job was estimated and admitted with.
+  Each family names these (grad_norm/<layer> aside) as its `metrics` in the family table,
+  models/registry.py; tests/unit/test_train.py holds the two together.
 
 A non-finite training loss ends fit() with FloatingPointError("training diverged ...") rather
 than reporting NaN metrics.
@@ -32,25 +40,27 @@ resumed run ends with exactly the metrics of an uninterrupted one. use_determini
 is not switched on (it is process-global and CPU kernels used here are deterministic already).
 """
 
+
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.cnn import CNN, CNNConfig
+from core.states import FitEnd
 from models.data import ImageData, TextData, load_image_dataset, load_text_dataset
+from models.family import Family
 from models.limits import EvalPlan, eval_plan, shape_of_data
-from models.mlp import MLP, MLPConfig
-from models.registry import dataset_kind_for, validate_hyperparameters
-from models.rnn_lm import RNNLM, RNNLMConfig
+from models.registry import FAMILIES, family, validate_hyperparameters
 
 CHECKPOINT_FORMAT = "trainyard-checkpoint-v1"
 REPORT_EVERY_CUDA = 50  # steps between device->host reads of the loss on CUDA
@@ -62,10 +72,19 @@ SAMPLE_TEMPERATURE = 0.8
 
 @dataclass
 class JobSpec:
-    model: str  # "mlp" | "cnn" | "rnn_lm"
+    model: str  # a family of the table: "mlp" | "cnn" | "rnn_lm"
     dataset: str  # a built-in dataset name, or a label for data passed to fit()
-    hyperparameters: dict = field(default_factory=dict)  # validated and filled (fit re-validates)
+    hyperparameters: dict = field(default_factory=dict)  # filled and checked on construction
     device: str = "auto"  # "auto" | "cpu" | "cuda"
+
+    def __post_init__(self) -> None:
+        # The training side's one check of the hyperparameters (the worker makes its JobSpec
+        # from the stored, API-checked ones): defaults filled, so nothing after re-validates.
+        self.hyperparameters = validate_hyperparameters(self.model, self.hyperparameters)
+
+    @property
+    def family(self) -> Family:
+        return FAMILIES[self.model]
 
 
 class Callbacks:
@@ -96,7 +115,7 @@ class Callbacks:
 
 @dataclass
 class FitResult:
-    status: str  # "completed" | "stopped"
+    status: FitEnd
     final_metrics: dict
     epochs_done: int
     steps_done: int
@@ -119,35 +138,29 @@ def resolve_device(requested: str) -> torch.device:
     raise ValueError(f"unknown device {requested!r}; allowed: auto, cpu, cuda")
 
 
+def autocast_for(device: torch.device, precision: str):
+    """What fit() enters around each forward pass: bf16 autocast on CUDA when asked for."""
+    if device.type == "cuda" and precision == "bf16":
+        return functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 def load_data(spec: JobSpec, data_dir: Path | None = None) -> ImageData | TextData:
     """Load the job's built-in dataset (uploaded text is passed to fit() as `data`)."""
-    hp = validate_hyperparameters(spec.model, spec.hyperparameters)
-    if dataset_kind_for(spec.model) == "images":
+    hp = spec.hyperparameters
+    if spec.family.data_kind == "images":
         return load_image_dataset(spec.dataset, data_dir, seed=hp["seed"])
     return load_text_dataset(spec.dataset, tokenizer=hp["tokenizer"], seed=hp["seed"],
                              max_vocab=hp["max_vocab"], data_dir=data_dir)
 
 
-def model_config(model: str, hp: dict, data: ImageData | TextData):
-    if model == "mlp":
-        return MLPConfig(in_features=data.channels * data.height * data.width,
-                         num_classes=data.num_classes, hidden_sizes=list(hp["hidden_sizes"]),
-                         activation=hp["activation"], dropout=hp["dropout"])
-    if model == "cnn":
-        return CNNConfig(in_channels=data.channels, height=data.height, width=data.width,
-                         num_classes=data.num_classes, channels=list(hp["channels"]),
-                         kernel_size=hp["kernel_size"], activation=hp["activation"],
-                         pooling=hp["pooling"], dropout=hp["dropout"])
-    if model == "rnn_lm":
-        return RNNLMConfig(vocab_size=data.vocab_size, cell=hp["cell"],
-                           embedding_dim=hp["embedding_dim"], hidden_size=hp["hidden_size"],
-                           num_layers=hp["num_layers"], dropout=hp["dropout"],
-                           tie_weights=hp["tie_weights"])
-    raise ValueError(f"unknown model {model!r}")
+def model_config(model: str, hp: dict, data: Any):
+    """The family's config for validated `hp` on `data` (loaded data or a DataShape)."""
+    return family(model).build_config(hp, data)
 
 
 def build_model_from_config(model: str, config) -> nn.Module:
-    return {"mlp": MLP, "cnn": CNN, "rnn_lm": RNNLM}[model](config)
+    return family(model).build(config)
 
 
 def build_optimizer(model: nn.Module, hp: dict) -> torch.optim.Optimizer:
@@ -195,8 +208,8 @@ def load_checkpoint(blob: bytes) -> dict:
 def model_from_checkpoint(blob: bytes) -> tuple[nn.Module, dict]:
     """Rebuild the trained network (eval mode, CPU) from checkpoint bytes."""
     ckpt = load_checkpoint(blob)
-    cfg_cls = {"mlp": MLPConfig, "cnn": CNNConfig, "rnn_lm": RNNLMConfig}[ckpt["model"]]
-    model = build_model_from_config(ckpt["model"], cfg_cls(**ckpt["model_config"]))
+    fam = family(ckpt["model"])
+    model = fam.build(fam.config_type()(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model_state"])
     return model.eval(), ckpt
 
@@ -254,6 +267,9 @@ class _Classification:
         n = max(1, d.x_val.shape[0])
         loss, acc = torch.stack([loss_sum / n, correct.float() / n]).tolist()
         return {"val_loss": loss, "val_accuracy": acc}
+
+    def texts(self, model, seed: int, epoch: int) -> dict[str, str]:
+        return {}
 
 
 class _LanguageModel:
@@ -313,6 +329,9 @@ class _LanguageModel:
         loss = float(loss_sum) / n_pred
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 700.0))}
 
+    def texts(self, model, seed: int, epoch: int) -> dict[str, str]:
+        return {"sample": self.sample(model, seed, epoch)}
+
     def sample(self, model, seed: int, epoch: int) -> str:
         prompt = self.data.val_ids[:SAMPLE_PROMPT_TOKENS].tolist()
         device = next(model.parameters()).device
@@ -322,8 +341,181 @@ class _LanguageModel:
         return self.data.decode(prompt + new)
 
 
+_TASKS = {"images": _Classification, "text": _LanguageModel}  # by the family's data kind
+
+
+# ---------------------------------------------------------------------------------------------
+# the run's state and its checkpoint
+
+
+@dataclass
+class _Run:
+    """What one fit() trains and a checkpoint saves and restores, with what the checkpoint
+    describes itself by."""
+
+    spec: JobSpec
+    config: Any  # the family's config dataclass
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    shuffle_gen: torch.Generator  # draws each epoch's order (CPU)
+    device: torch.device
+    data: ImageData | TextData
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a run stands: `epoch` epochs completed, `batch` batches done of the next one,
+    `step` optimizer steps done in all."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+def checkpoint_bytes(run: _Run, at: Position, metrics: dict,
+                     shuffle_state: torch.Tensor | None = None) -> bytes:
+    """`run` at `at`, serialized. A checkpoint taken mid-epoch (at.batch > 0) stores the
+    shuffling generator as it was at the start of that epoch (`shuffle_state`): resuming draws
+    the same order and skips the batches done."""
+    spec = run.spec
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "model": spec.model,
+        "model_config": asdict(run.config),
+        "hyperparameters": spec.hyperparameters,
+        "dataset": spec.dataset,
+        "epoch": at.epoch,  # epochs completed
+        "batch_in_epoch": at.batch,  # batches done of the next epoch
+        "step": at.step,
+        "model_state": _to_cpu(run.model.state_dict()),
+        "optimizer_state": _to_cpu(run.optimizer.state_dict()),
+        "scheduler_state": _to_cpu(run.scheduler.state_dict()),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else [],
+            "shuffle": run.shuffle_gen.get_state() if shuffle_state is None else shuffle_state,
+        },
+        "metrics": metrics,
+    }
+    if spec.family.data_kind == "text":
+        ckpt["vocab"] = list(run.data.vocab)
+        ckpt["tokenizer"] = run.data.tokenizer
+    buf = io.BytesIO()
+    # The non-zip format writes ~3x faster (no per-record CRC); torch.load reads both, and
+    # weights_only=True works on it. It matters for small models checkpointed every epoch.
+    torch.save(ckpt, buf, _use_new_zipfile_serialization=False)
+    return buf.getvalue()
+
+
+def restore(run: _Run, blob: bytes) -> tuple[Position, dict]:
+    """Put checkpoint `blob` of the same job into `run`: weights, optimizer, schedule, the torch
+    and shuffling RNGs. Returns where it stood and the metrics it carried."""
+    ckpt = load_checkpoint(blob)
+    spec = run.spec
+    if ckpt["model"] != spec.model:
+        raise ValueError(f"checkpoint is for model {ckpt['model']!r}, not {spec.model!r}")
+    if spec.family.data_kind == "text" and list(ckpt.get("vocab", [])) != list(run.data.vocab):
+        raise ValueError("checkpoint vocabulary differs from the dataset's")
+    run.model.load_state_dict(ckpt["model_state"])
+    run.optimizer.load_state_dict(ckpt["optimizer_state"])
+    run.scheduler.load_state_dict(ckpt["scheduler_state"])
+    rng = ckpt["rng"]
+    torch.set_rng_state(rng["torch"])
+    cuda_states = rng.get("cuda") or []
+    if run.device.type == "cuda" and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+    run.shuffle_gen.set_state(rng["shuffle"])
+    at = Position(epoch=int(ckpt["epoch"]), batch=int(ckpt.get("batch_in_epoch", 0)),
+                  step=int(ckpt["step"]))
+    return at, dict(ckpt.get("metrics") or {})
+
+
+# ---------------------------------------------------------------------------------------------
+# reporting
+
+
+class _Reporter:
+    """Hands the steps to the callbacks in batches (on CUDA the losses stay on the device until
+    a batch of REPORT_EVERY_CUDA is read back at once), with the throughput over the batch, and
+    progress at most every PROGRESS_EVERY_S. A non-finite loss ends the run."""
+
+    def __init__(self, cb: Callbacks, rate_name: str, every: int, epochs: int,
+                 total_steps: int, start_step: int):
+        self.cb, self.rate_name, self.every = cb, rate_name, every
+        self.epochs, self.total_steps, self.start_step = epochs, total_steps, start_step
+        # step, epoch (1-based), loss (on the device), lr, examples or tokens
+        self.pending: list[tuple[int, int, torch.Tensor, float, int]] = []
+        self.last_loss: float | None = None  # the newest reported train_loss
+        self.last_progress = 0.0
+        self.t_fit = self.t_mark = time.perf_counter()
+
+    def start_epoch(self) -> None:
+        self.t_mark = time.perf_counter()
+
+    def step(self, step: int, epoch: int, loss: torch.Tensor, lr: float, n: int) -> None:
+        """Step `step` of epoch `epoch` (1-based) is done: `loss` (on the device), `n` examples
+        or tokens."""
+        self.pending.append((step, epoch, loss, lr, n))
+        if len(self.pending) >= self.every:
+            self.flush(epoch)
+
+    def flush(self, epoch: int) -> None:  # epoch: the one in progress (1-based)
+        pending = self.pending
+        if not pending:
+            return
+        losses = torch.stack([p[2] for p in pending]).tolist() if len(pending) > 1 \
+            else [pending[0][2].item()]
+        now = time.perf_counter()
+        rate = sum(p[4] for p in pending) / max(now - self.t_mark, 1e-9)
+        self.t_mark = now
+        for (s, e, _, lr, _), loss in zip(pending, losses):
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training diverged: train_loss is {loss} at step {s} "
+                                         "(try a lower lr, or grad_clip)")
+            self.cb.on_step(s, e, {"train_loss": loss, "lr": lr, self.rate_name: rate})
+        self.last_loss = losses[-1]
+        self.pending = []
+        if now - self.last_progress >= PROGRESS_EVERY_S:
+            self.last_progress = now
+            self.progress(epoch, pending[-1][0])
+
+    def progress(self, epoch: int, step: int) -> None:
+        done = step - self.start_step
+        eta = None
+        if done:
+            eta = (time.perf_counter() - self.t_fit) / done * (self.total_steps - step)
+        self.cb.on_progress(epoch, self.epochs, step, self.total_steps, eta)
+
+    def epoch_done(self, epoch: int, step: int) -> None:
+        self.last_progress = time.perf_counter()
+        self.progress(epoch, step)
+
+    def with_train_loss(self, metrics: dict) -> dict:
+        """`metrics`, with the newest train_loss once a step was reported."""
+        if self.last_loss is not None:
+            metrics["train_loss"] = self.last_loss
+        return metrics
+
+
 # ---------------------------------------------------------------------------------------------
 # fit
+
+
+def _train_step(run: _Run, x, y, autocast, grad_clip: float,
+                measure_norms: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    """One optimizer step on a batch: its loss (on the device) and, when asked, the gradient
+    norm of each layer before clipping."""
+    with autocast():
+        loss = run.model(x, y)[1]  # the logits are not kept alive through backward
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norms = grad_norms(run.model) if measure_norms else {}
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    return loss.detach(), norms
 
 
 def fit(
@@ -336,166 +528,63 @@ def fit(
 ) -> FitResult:
     """Train `spec` to completion (or until callbacks.should_stop()); see the module docstring."""
     cb = callbacks or Callbacks()
-    hp = validate_hyperparameters(spec.model, spec.hyperparameters)
+    hp, kind = spec.hyperparameters, spec.family.data_kind
     device = resolve_device(spec.device)
-    kind = dataset_kind_for(spec.model)
     if data is None:
-        data = load_data(JobSpec(spec.model, spec.dataset, hp, spec.device), data_dir)
+        data = load_data(spec, data_dir)
     if (kind == "images") != isinstance(data, ImageData):
         raise ValueError(f"model {spec.model!r} needs {kind} data")
     data = data.to(device)
-    seed = hp["seed"]
 
-    torch.manual_seed(seed)  # weights init; also seeds CUDA
+    # the network, its task, optimizer and schedule; a checkpoint's states over them to resume
+    torch.manual_seed(hp["seed"])  # weights init; also seeds CUDA
     config = model_config(spec.model, hp, data)
     model = build_model_from_config(spec.model, config).to(device)
-    plan = eval_plan(spec.model, hp, shape_of_data(data))
-    task = _Classification(data, hp, plan) if kind == "images" else _LanguageModel(data, hp, plan)
+    task = _TASKS[kind](data, hp, eval_plan(spec.model, hp, shape_of_data(data)))
     optimizer = build_optimizer(model, hp)
     epochs, spe = hp["epochs"], task.steps_per_epoch
-    total_steps = epochs * spe
-    scheduler = build_scheduler(optimizer, hp, total_steps)
-    shuffle_gen = torch.Generator().manual_seed(seed)
-
-    use_bf16 = device.type == "cuda" and hp["precision"] == "bf16"
-
-    def autocast():
-        if use_bf16:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    # A checkpoint taken mid-epoch (batch_in_epoch > 0) stores the shuffling generator as it was
-    # at the start of that epoch: resuming draws the same order and skips the batches done.
-    start_epoch, start_batch, step, final_metrics = 0, 0, 0, {}
+    scheduler = build_scheduler(optimizer, hp, epochs * spe)
+    run = _Run(spec, config, model, optimizer, scheduler,
+               torch.Generator().manual_seed(hp["seed"]), device, data)
+    at, final_metrics = Position(), {}
     if resume_from is not None:
-        ckpt = load_checkpoint(resume_from)
-        if ckpt["model"] != spec.model:
-            raise ValueError(f"checkpoint is for model {ckpt['model']!r}, not {spec.model!r}")
-        if kind == "text" and list(ckpt.get("vocab", [])) != list(data.vocab):
-            raise ValueError("checkpoint vocabulary differs from the dataset's")
-        model.load_state_dict(ckpt["model_state"])
-        optimizer.load_state_dict(ckpt["optimizer_state"])
-        scheduler.load_state_dict(ckpt["scheduler_state"])
-        rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        cuda_states = rng.get("cuda") or []
-        if device.type == "cuda" and len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-        shuffle_gen.set_state(rng["shuffle"])
-        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-        start_batch = int(ckpt.get("batch_in_epoch", 0))
-        final_metrics = dict(ckpt.get("metrics") or {})
+        at, final_metrics = restore(run, resume_from)
+    autocast = autocast_for(device, hp["precision"])
+    report = _Reporter(cb, task.rate_name, REPORT_EVERY_CUDA if device.type == "cuda" else 1,
+                       epochs, epochs * spe, at.step)
 
-    def checkpoint(epoch: int, metrics: dict, batch_in_epoch: int = 0,
-                   shuffle_state: torch.Tensor | None = None) -> bytes:
-        ckpt = {
-            "format": CHECKPOINT_FORMAT,
-            "model": spec.model,
-            "model_config": asdict(config),
-            "hyperparameters": hp,
-            "dataset": spec.dataset,
-            "epoch": epoch,  # epochs completed
-            "batch_in_epoch": batch_in_epoch,  # batches done of the next epoch
-            "step": step,
-            "model_state": _to_cpu(model.state_dict()),
-            "optimizer_state": _to_cpu(optimizer.state_dict()),
-            "scheduler_state": _to_cpu(scheduler.state_dict()),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-                "shuffle": shuffle_gen.get_state() if shuffle_state is None else shuffle_state,
-            },
-            "metrics": metrics,
-        }
-        if kind == "text":
-            ckpt["vocab"] = list(data.vocab)
-            ckpt["tokenizer"] = data.tokenizer
-        buf = io.BytesIO()
-        # The non-zip format writes ~3x faster (no per-record CRC); torch.load reads both, and
-        # weights_only=True works on it. It matters for small models checkpointed every epoch.
-        torch.save(ckpt, buf, _use_new_zipfile_serialization=False)
-        return buf.getvalue()
-
-    report_every = REPORT_EVERY_CUDA if device.type == "cuda" else 1
-    rate_name = task.rate_name
-    pending: list[tuple[int, int, torch.Tensor, float, int]] = []  # step, epoch, loss, lr, n
-    t_fit = time.perf_counter()
-    steps_at_start = step
-    last_progress = 0.0
-    last_loss: float | None = None
-    t_mark = time.perf_counter()
-
-    def flush(epoch_idx: int) -> None:  # epoch_idx: the epoch in progress (1-based)
-        nonlocal t_mark, last_progress, last_loss
-        if not pending:
-            return
-        losses = torch.stack([p[2] for p in pending]).tolist() if len(pending) > 1 \
-            else [pending[0][2].item()]
-        now = time.perf_counter()
-        rate = sum(p[4] for p in pending) / max(now - t_mark, 1e-9)
-        t_mark = now
-        for (s, e, _, lr, _), loss in zip(pending, losses):
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"training diverged: train_loss is {loss} at step {s} "
-                                         "(try a lower lr, or grad_clip)")
-            cb.on_step(s, e, {"train_loss": loss, "lr": lr, rate_name: rate})
-        last_loss = losses[-1]
-        pending.clear()
-        if now - last_progress >= PROGRESS_EVERY_S:
-            last_progress = now
-            progress(epoch_idx)
-
-    def progress(epoch_idx: int) -> None:
-        done = step - steps_at_start
-        eta = None
-        if done:
-            eta = (time.perf_counter() - t_fit) / done * (total_steps - step)
-        cb.on_progress(epoch_idx, epochs, step, total_steps, eta)
-
-    progress(start_epoch)
-    for epoch in range(start_epoch, epochs):
+    step, start_batch = at.step, at.batch
+    report.progress(at.epoch, step)
+    for epoch in range(at.epoch, epochs):
         model.train()
-        epoch_shuffle_state = shuffle_gen.get_state()
-        task.start_epoch(shuffle_gen, device)
+        epoch_shuffle_state = run.shuffle_gen.get_state()
+        task.start_epoch(run.shuffle_gen, device)
+        report.start_epoch()
         norms: dict[str, float] = {}
-        t_mark = time.perf_counter()
         first_batch, start_batch = start_batch, 0
         for i in range(first_batch, spe):
             if cb.should_stop():
-                flush(epoch + 1)
-                if last_loss is not None:
-                    final_metrics["train_loss"] = last_loss
+                report.flush(epoch + 1)
+                final_metrics = report.with_train_loss(final_metrics)
                 if i > first_batch and cb.checkpoint_on_stop():
-                    blob = checkpoint(epoch, final_metrics, i, epoch_shuffle_state)
+                    blob = checkpoint_bytes(run, Position(epoch, i, step), final_metrics,
+                                            epoch_shuffle_state)
                     cb.on_checkpoint(epoch, step, blob, dict(final_metrics))
-                return FitResult("stopped", final_metrics, epoch, step)
+                return FitResult(FitEnd.STOPPED, final_metrics, epoch, step)
             x, y, n = task.batch(i)
             lr = optimizer.param_groups[0]["lr"]
-            with autocast():
-                loss = model(x, y)[1]  # the logits are not kept alive through backward
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if i == spe - 1:
-                norms = grad_norms(model)
-            if hp["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
-            optimizer.step()
-            scheduler.step()
+            loss, step_norms = _train_step(run, x, y, autocast, hp["grad_clip"],
+                                           measure_norms=i == spe - 1)
+            norms.update(step_norms)  # only the epoch's last step measures them
             step += 1
-            pending.append((step, epoch + 1, loss.detach(), lr, n))
-            if len(pending) >= report_every:
-                flush(epoch + 1)
-        flush(epoch + 1)
+            report.step(step, epoch + 1, loss, lr, n)
+        report.flush(epoch + 1)
 
         model.eval()
-        metrics = task.evaluate(model, autocast)
-        metrics.update(norms)
-        texts = {"sample": task.sample(model, seed, epoch + 1)} if kind == "text" else {}
-        cb.on_epoch(epoch + 1, step, dict(metrics), texts)
-        final_metrics = dict(metrics)
-        if last_loss is not None:
-            final_metrics["train_loss"] = last_loss
-        cb.on_checkpoint(epoch + 1, step, checkpoint(epoch + 1, final_metrics), dict(final_metrics))
-        last_progress = time.perf_counter()
-        progress(epoch + 1)
-    return FitResult("completed", final_metrics, epochs, step)
+        metrics = {**task.evaluate(model, autocast), **norms}
+        cb.on_epoch(epoch + 1, step, dict(metrics), task.texts(model, hp["seed"], epoch + 1))
+        final_metrics = report.with_train_loss(dict(metrics))
+        blob = checkpoint_bytes(run, Position(epoch + 1, 0, step), final_metrics)
+        cb.on_checkpoint(epoch + 1, step, blob, dict(final_metrics))
+        report.epoch_done(epoch + 1, step)
+    return FitResult(FitEnd.COMPLETED, final_metrics, epochs, step)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from trainyard.client import FINISHED, ApiError, Client
 from core.settings import Settings, get_settings
+from trainyard.client import FINISHED, ApiError, Client
 
 
 # ---------------------------------------------------------------- running the service
@@ -53,7 +53,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     """Keys are managed on the database directly: whoever can run this is the operator."""
     import re
 
-    from api.auth import OWNER_PATTERN, new_api_key
+    from api.security import OWNER_PATTERN, new_api_key
 
     store = _store(settings)
     try:
@@ -114,10 +114,9 @@ def _exit_with_parent() -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.celery_app import make_celery
-
     import worker.lifecycle  # noqa: F401  (starts the reconciler and presence beat with it)
     import worker.tasks  # noqa: F401  (registers the task with whichever app runs)
+    from worker.celery_app import make_celery
 
     if os.environ.get(SUPERVISED_ENV):
         _exit_with_parent()

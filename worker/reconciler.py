@@ -25,8 +25,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from db.store import Store
 from core.settings import Settings
+from db.store import Store
 
 log = logging.getLogger("trainyard.reconciler")
 
@@ -54,7 +54,7 @@ def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = 
                     job.infra_failures, settings.max_infra_retries)
         report.requeued.append(job.id)
         _send(send, job)
-    for job in store.claim_unsent_jobs(settings.enqueue_grace_seconds):
+    for job in store.take_jobs_to_resend(settings.enqueue_grace_seconds):
         log.info("job %s queued for over %s s unclaimed: sent to the broker again", job.id,
                  settings.enqueue_grace_seconds)
         report.resent.append(job.id)

@@ -31,19 +31,33 @@ import queue
 import threading
 import time
 import traceback
+from enum import StrEnum
 
+from core.settings import Settings, get_settings
+from core.states import FitEnd, JobStatus, Outcome
 from db.store import Store, describe_db_error, is_connection_error
 from models.data import text_data_from_string
 from models.limits import check_limits, estimate, shape_of_data
-from models.registry import validate_hyperparameters
 from models.train import Callbacks, JobSpec, fit, load_checkpoint, load_data
-from core.settings import Settings, get_settings
 
 log = logging.getLogger("trainyard.worker")
 
 # Set once this worker process is shutting down (SIGTERM): the running job gives itself back.
 DRAINING = threading.Event()
 TIME_LIMIT_ENV = "TRAINYARD_JOB_TIME_LIMIT_SECONDS"  # Settings.job_time_limit_seconds
+
+
+class RunEnd(StrEnum):
+    """What JobRunner.run() returns besides an attempt's Outcome (succeeded, failed, drained)
+    and skipped:<status> (see `skipped`)."""
+
+    STOPPED = "stopped"  # fit() stopped: the job was cancelled, or taken from this worker
+    SKIPPED_DRAINING = "skipped:draining"  # this worker is shutting down: the job stays queued
+
+
+def skipped(status: str | None) -> str:
+    """run()'s answer to a delivery of a job that is not queued (a duplicate): its status."""
+    return f"skipped:{status}"
 
 
 def retry_while_unreachable(fn, *args, retry_seconds: float = 600.0, **kwargs):
@@ -91,7 +105,8 @@ class Heartbeat:
             try:
                 if not self.store.heartbeat(self.job_id, attempt=self.attempt):
                     job = self.store.get_job(self.job_id)
-                    if job is None or job.status == "queued" or job.attempts != self.attempt:
+                    if (job is None or job.status == JobStatus.QUEUED
+                            or job.attempts != self.attempt):
                         self.taken.set()
                     self.lost.set()
                     return
@@ -241,7 +256,7 @@ class PersistingCallbacks(Callbacks):
             self._stop = True
 
     def _check_status(self) -> None:
-        if self.store.get_status(self.job_id) != "running":
+        if self.store.get_status(self.job_id) != JobStatus.RUNNING:
             self._stop = True
 
     def should_stop(self) -> bool:
@@ -296,13 +311,13 @@ class JobRunner:
         if DRAINING.is_set():
             # Shutting down: leave the job queued (the message is acknowledged; the caller or
             # the reconciler re-sends it).
-            return "skipped:draining"
+            return RunEnd.SKIPPED_DRAINING
         job = self.store.claim_job(job_id, worker=self.worker_name)
         if job is None:
             # Not queued any more (cancelled, or another worker owns it): a duplicate delivery.
             current = self.store.get_status(job_id)
             log.info("job %s not claimed (status %s): skipping", job_id, current)
-            return f"skipped:{current}"
+            return skipped(current)
 
         attempt = job.attempts
         log.info("job %s claimed by %s (attempt %s)", job_id, self.worker_name, attempt)
@@ -319,12 +334,15 @@ class JobRunner:
         if used >= limit:  # resumed with no time left: fail without loading anything
             error = (f"time limit of {limit:g} s exceeded: earlier attempts ran for "
                      f"{used:.0f} s ({TIME_LIMIT_ENV})")
-            self._retry(self.store.finish_job, job_id, "failed", error=error, attempt=attempt)
-            return "failed"
+            self._retry(self.store.finish_job, job_id, JobStatus.FAILED, error=error,
+                        attempt=attempt)
+            return Outcome.FAILED
         callbacks = PersistingCallbacks(self.store, job_id, self.settings, attempt=attempt,
                                         heartbeat=heartbeat,
                                         deadline=time.monotonic() + limit - used)
         try:
+            # The API checked the stored hyperparameters; the JobSpec is the one check on
+            # this side (and fills in defaults a job stored without them lacks).
             spec = JobSpec(
                 model=job.model,
                 dataset=job.dataset,
@@ -347,34 +365,37 @@ class JobRunner:
                 callbacks.close()
             except Exception:
                 log.exception("job %s: could not write its last metrics after the failure", job_id)
-            self._retry(self.store.finish_job, job_id, "failed", error=_readable_error(exc),
-                        attempt=attempt)
-            return "failed"
+            self._retry(self.store.finish_job, job_id, JobStatus.FAILED,
+                        error=_readable_error(exc), attempt=attempt)
+            return Outcome.FAILED
 
-        if result.status == "completed":
-            if not self._retry(self.store.finish_job, job_id, "succeeded", attempt=attempt):
+        if result.status == FitEnd.COMPLETED:
+            if not self._retry(self.store.finish_job, job_id, JobStatus.SUCCEEDED,
+                               attempt=attempt):
                 log.warning("job %s completed here but was no longer ours (status %s)", job_id,
                             self.store.get_status(job_id))
-                return "stopped"
+                return RunEnd.STOPPED
             log.info("job %s succeeded: %s", job_id, result.final_metrics)
-            return "succeeded"
+            return Outcome.SUCCEEDED
         if callbacks.timed_out:
             # result.epochs_done is the epoch in progress, 0-based; users count from 1.
             error = (f"time limit of {limit:g} s exceeded at epoch {result.epochs_done + 1}, "
                      f"step {result.steps_done} ({TIME_LIMIT_ENV})")
-            if self._retry(self.store.finish_job, job_id, "failed", error=error, attempt=attempt):
+            if self._retry(self.store.finish_job, job_id, JobStatus.FAILED, error=error,
+                           attempt=attempt):
                 log.info("job %s: %s", job_id, error)
-                return "failed"
+                return Outcome.FAILED
         if DRAINING.is_set() and not heartbeat.lost.is_set():
             # Every metric of the steps done is written (close() above); the job resumes from
             # its newest checkpoint on another worker, re-run steps replacing their rows.
-            if self._retry(self.store.requeue_job, job_id, outcome="drained", attempt=attempt):
+            if self._retry(self.store.requeue_job, job_id, outcome=Outcome.DRAINED,
+                           attempt=attempt):
                 log.info("job %s drained at step %s: back in the queue", job_id, result.steps_done)
-                return "drained"
+                return Outcome.DRAINED
         # fit() stopped because should_stop() said so: cancelled, or taken from this worker.
         log.info("job %s stopped at epoch %s (status %s)", job_id, result.epochs_done,
                  self.store.get_status(job_id))
-        return "stopped"
+        return RunEnd.STOPPED
 
     def _resume_point(self, job_id: int, attempt: int):
         """The newest checkpoint whose bytes match their sha256 and load, with its bytes; a
@@ -415,8 +436,7 @@ class JobRunner:
     def _check_size(self, spec: JobSpec, data) -> None:
         """The API checked an estimate (for text: a bound of the vocabulary); this is exact,
         and also holds for jobs queued before the caps were lowered."""
-        hp = validate_hyperparameters(spec.model, spec.hyperparameters)
-        check_limits(estimate(spec.model, hp, shape_of_data(data)),
+        check_limits(estimate(spec.model, spec.hyperparameters, shape_of_data(data)),
                      self.settings.max_model_parameters, self.settings.max_activation_bytes)
 
     def _retry(self, fn, *args, **kwargs):

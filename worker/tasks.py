@@ -5,8 +5,9 @@ from __future__ import annotations
 from celery import shared_task
 from celery.signals import worker_shutting_down
 
+from core.states import Outcome
 from worker.celery_app import RUN_JOB_TASK, enqueue_job
-from worker.runner import DRAINING, get_runner
+from worker.runner import DRAINING, RunEnd, get_runner
 
 
 @worker_shutting_down.connect
@@ -20,7 +21,7 @@ def run_job(self, job_id: int) -> str:
     # The payload is only the id: the job's spec, state and history are read from the database.
     runner = get_runner(worker_name=self.request.hostname or "worker")
     outcome = runner.run(int(job_id))
-    if outcome in ("drained", "skipped:draining"):
+    if outcome in (Outcome.DRAINED, RunEnd.SKIPPED_DRAINING):
         # Given back to the queue: send it again for another worker (the reconciler would too,
         # after the grace period).
         job = runner.store.get_job(int(job_id))

@@ -1,13 +1,14 @@
 """One router per resource; `api.main.create_app` includes them all."""
 
-from api.routes import auth, catalogue, compare, dashboard, datasets, health, jobs
+from api.routes import auth, catalogue, compare, dashboard, datasets, docs, health, jobs
 
-# Behind an API key or dashboard session (api/auth.py).
+# Behind an API key or dashboard session (api/security.py).
 PROTECTED_ROUTERS = (
     jobs.router,
     compare.router,
     catalogue.router,
     datasets.router,
+    docs.router,  # /openapi.json and /docs: not in the schema they serve
 )
 # /healthz for load balancers, the dashboard's static shell (it holds no data, and shows the
 # sign-in form), and /auth, whose routes check credentials themselves.

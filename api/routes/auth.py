@@ -10,42 +10,32 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Request, Response
 
-from api.auth import (
+from api.deps import PrincipalDep, SettingsDep, StoreDep
+from api.errors import (
+    CSRF_MISSING,
+    SIGN_IN_TOO_LARGE,
+    UNAUTHORIZED,
+    UNPARSABLE_BODY,
+    unauthorized,
+)
+from api.schemas import SessionOut, SignIn
+from api.security import (
     SESSION_COOKIE,
-    PrincipalDep,
+    Principal,
     authenticate,
     hash_secret,
-    principal_for_key,
     keys_required,
+    principal_for_key,
 )
-from api.deps import SettingsDep, StoreDep
-from api.schemas import UNPARSABLE_BODY, ErrorOut
+from core.settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
-UNAUTHORIZED = {401: {"model": ErrorOut, "description": "No valid API key or session."}}
 
-
-class SignIn(BaseModel):
-    key: str = Field(min_length=1, max_length=200, description="An API key (ty_...).")
-
-
-class SessionOut(BaseModel):
-    owner: str = Field(description="The user the requests act for.")
-    is_admin: bool
-    via: str = Field(description="key, session or local (no keys required on this address).")
-    keys_required: bool
-    csrf_token: str | None = Field(
-        default=None, description="Send it as X-CSRF-Token with POST/PUT/DELETE (sessions)."
-    )
-
-
-def _session_out(principal: Any, settings: Any) -> SessionOut:
+def _session_out(principal: Principal, settings: Settings) -> SessionOut:
     return SessionOut(owner=principal.owner, is_admin=principal.is_admin, via=principal.via,
                       keys_required=keys_required(settings), csrf_token=principal.csrf_token)
 
@@ -54,15 +44,14 @@ def _session_out(principal: Any, settings: Any) -> SessionOut:
     "/session",
     status_code=201,
     response_model=SessionOut,
-    responses={**UNAUTHORIZED, **UNPARSABLE_BODY,
-               413: {"model": ErrorOut, "description": "The body is over the size limit."}},
+    responses={**UNAUTHORIZED, **UNPARSABLE_BODY, **SIGN_IN_TOO_LARGE},
     summary="Sign the dashboard in with an API key (sets the session cookie)",
 )
 def sign_in(body: SignIn, request: Request, response: Response, store: StoreDep,
             settings: SettingsDep) -> SessionOut:
     record = store.find_api_key(hash_secret(body.key.strip()))
     if record is None:
-        raise HTTPException(status_code=401, detail="invalid or revoked API key")
+        raise unauthorized("invalid or revoked API key", challenge=False)
     token, csrf_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     lifetime = dt.timedelta(hours=settings.session_hours)
     store.create_web_session(record.id, hash_secret(token), csrf_token,
@@ -87,7 +76,7 @@ def whoami(principal: PrincipalDep, settings: SettingsDep) -> SessionOut:
 @router.delete(
     "/session",
     status_code=204,
-    responses={403: {"model": ErrorOut, "description": "Missing X-CSRF-Token."}, **UNAUTHORIZED},
+    responses={**CSRF_MISSING, **UNAUTHORIZED},
     summary="Sign out: end the dashboard session",
 )
 def sign_out(request: Request, store: StoreDep) -> Response:

@@ -1,4 +1,5 @@
-"""/models: the catalogue of trainable models and their hyperparameters."""
+"""/models: the catalogue of trainable models, their hyperparameters and the metrics they
+report (with the headline one and which way is better), all from the family table."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ router = APIRouter(prefix="/models", tags=["models"])
 @router.get(
     "",
     response_model=dict[str, ModelInfo],
-    summary="Models with each hyperparameter's type, default and allowed range",
+    summary="Models with each hyperparameter's type, default and allowed range, and their "
+    "metrics",
 )
 def list_models() -> dict[str, Any]:
     return catalogue()

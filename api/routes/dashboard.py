@@ -15,11 +15,14 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+
+from api.errors import not_found
 
 router = APIRouter(include_in_schema=False)
 
+# Our page and its static files; create_app mounts DASHBOARD_DIR / "static" at /static.
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 PLOTLY_URL = "static/vendor/plotly.min.js"
 LONG_CACHE = "public, max-age=31536000, immutable"
@@ -69,9 +72,7 @@ def dashboard() -> HTMLResponse:
 def plotly_js(request: Request) -> Response:
     asset = plotly_asset()
     if asset is None:
-        raise HTTPException(
-            status_code=404, detail="plotly is not installed: pip install plotly"
-        )
+        raise not_found("plotly is not installed: pip install plotly")
     headers = {"Cache-Control": LONG_CACHE, "ETag": f'"{asset.etag}"', "Vary": "Accept-Encoding"}
     if request.headers.get("if-none-match") == f'"{asset.etag}"':
         return Response(status_code=304, headers=headers)

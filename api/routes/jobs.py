@@ -5,37 +5,35 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from api.auth import PrincipalDep
-from api.deps import (
-    MAX_ID,
-    CeleryDep,
-    JobDep,
-    SettingsDep,
-    StoreDep,
+from api.deps import MAX_ID, CeleryDep, JobDep, PrincipalDep, SettingsDep, StoreDep
+from api.errors import (
+    JOB_FINISHED,
+    NOT_FOUND,
+    QUEUE_FULL,
+    UNPARSABLE_BODY,
+    checkpoint_not_found,
+    conflict,
     invalid,
     job_not_found,
+    too_many_queued,
 )
-from api.routes.datasets import find_dataset
+from api.params import parse_metric_names
 from api.schemas import (
-    NOT_FOUND,
-    UNPARSABLE_BODY,
     CheckpointOut,
-    ErrorOut,
     JobCreate,
     JobDetail,
     JobList,
+    JobOut,
     JobStatus,
     MetricSeries,
-    Progress,
     TextSample,
-    check_storable_json,
-    finite_or_none,
 )
-from db.store import InvalidTransition, NotFound, QuotaExceeded
-from models.limits import check_limits, estimate, shape_for_dataset
-from models.registry import MODEL_NAMES, SpecError, check_dataset_kind, validate_hyperparameters
+from api.services.datasets import find_dataset
+from db.store import InvalidTransition, JobRecord, NotFound, QuotaExceeded
+from models import check_job
+from models.registry import FAMILIES, MODEL_NAMES, SpecError
 from worker.celery_app import enqueue_job
 
 log = logging.getLogger(__name__)
@@ -45,53 +43,21 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 MAX_METRIC_NAMES = 200
 
 
-def job_out(job: Any) -> dict[str, Any]:
-    """Shape a db JobRecord as the API's job (JobOut)."""
-    return {
-        "id": job.id,
-        "name": job.name,
-        "model": job.model,
-        "dataset": job.dataset,
-        "hyperparameters": job.hyperparameters,
-        "device": job.device,
-        "status": job.status,
-        "progress": Progress(
-            epoch=job.epoch,
-            # Known from the spec before a worker reports it: the dashboard can show "0/20".
-            total_epochs=job.total_epochs or job.hyperparameters.get("epochs"),
-            step=job.step,
-            total_steps=job.total_steps,
-            eta_seconds=finite_or_none(job.eta_seconds),
-        ),
-        "attempts": job.attempts,
-        "worker": job.worker,
-        "owner": job.owner,
-        "error": job.error,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-    }
-
-
 def _validated_spec(body: JobCreate, settings: Any, store: Any, owner: str) -> dict[str, Any]:
     """Check the job against the catalogue and the datasets (built-in ones and the owner's
     uploads); return the filled hyperparameters."""
+
+    def kind_of(name: str) -> str | None:
+        found = find_dataset(name, settings, store, owner)
+        return found.kind if found is not None else None
+
     try:
-        hyperparameters = validate_hyperparameters(body.model, body.hyperparameters)
-        dataset = find_dataset(body.dataset, settings, store, owner)
-        if dataset is None:
-            raise SpecError(
-                "dataset",
-                f"unknown dataset {body.dataset!r}; GET /datasets lists the available ones",
-            )
-        check_dataset_kind(body.model, body.dataset, dataset.kind)
-        # Refuse what would not fit before it is queued: an exact parameter count and a
-        # conservative activation estimate (text vocabularies are bounded from above here;
-        # the worker re-checks with the real vocabulary).
-        shape = shape_for_dataset(body.model, hyperparameters, body.dataset,
-                                  settings.resolved_data_dir)
-        check_limits(estimate(body.model, hyperparameters, shape),
-                     settings.max_model_parameters, settings.max_activation_bytes)
+        # Refuse what would not fit before it is queued.
+        hyperparameters = check_job(
+            body.model, body.hyperparameters, body.dataset, kind_of,
+            data_dir=settings.resolved_data_dir, max_parameters=settings.max_model_parameters,
+            max_activation_bytes=settings.max_activation_bytes,
+        )
     except SpecError as exc:
         raise invalid(("body", *str(exc.field).split(".", 1)), exc.message) from exc
     return hyperparameters
@@ -103,7 +69,7 @@ def _validated_spec(body: JobCreate, settings: Any, store: Any, owner: str) -> d
     response_model=JobDetail,
     responses={
         **UNPARSABLE_BODY,
-        429: {"model": ErrorOut, "description": "The user has as many queued jobs as allowed."},
+        **QUEUE_FULL,
         200: {"model": JobDetail,
               "description": "A retry: the job that the first request with this Idempotency-Key "
               "created."},
@@ -125,7 +91,7 @@ def submit_job(
             "job the first one created (200) instead of creating another.",
         ),
     ] = None,
-) -> dict[str, Any]:
+) -> JobDetail:
     owner = principal.owner
     hyperparameters = _validated_spec(body, settings, store, owner)
     spec = {"model": body.model, "dataset": body.dataset, "hyperparameters": hyperparameters,
@@ -140,12 +106,7 @@ def submit_job(
         else:
             job, created = store.create_job(owner=owner, max_queued=cap, **spec), True
     except QuotaExceeded as exc:
-        raise HTTPException(
-            status_code=429,
-            detail=f"{owner} has {exc.queued} queued jobs; the limit is {exc.limit} "
-            "(TRAINYARD_MAX_QUEUED_JOBS_PER_USER): wait for some to start, or cancel some",
-            headers={"Retry-After": "30"},
-        ) from exc
+        raise too_many_queued(owner, exc.queued, exc.limit) from exc
     if not created:  # the key's job exists: a retry, or a reuse of the key
         if _differs(job, spec):
             raise invalid(
@@ -156,17 +117,17 @@ def submit_job(
         # A retry: the first request created (and sent) it; the reconciler re-sends a
         # queued job whose message was lost, so nothing to send here.
         response.status_code = 200
-        return {**job_out(job), "latest_metrics": store.latest_metrics(job.id),
-                "infra_failures": job.infra_failures}
+        return JobDetail.from_record(job, latest_metrics=store.latest_metrics(job.id),
+                                     infra_failures=job.infra_failures)
     try:
         enqueue_job(celery, job.id, job.device)
     except Exception as exc:  # noqa: BLE001 - the broker being down must not fail the request
         # The database is the truth: the job stays queued and the reconciler re-sends it.
         log.warning("job %s saved as queued but not sent to the broker: %r", job.id, exc)
-    return {**job_out(job), "latest_metrics": {}}
+    return JobDetail.from_record(job)
 
 
-def _differs(job: Any, spec: dict[str, Any]) -> bool:
+def _differs(job: JobRecord, spec: dict[str, Any]) -> bool:
     """Whether a retried request asks for something else than the job its key created."""
     return (
         (job.model, job.dataset, job.device) != (spec["model"], spec["dataset"], spec["device"])
@@ -175,14 +136,17 @@ def _differs(job: Any, spec: dict[str, Any]) -> bool:
     )
 
 
-# The headline metric of each model family, best first: what the jobs list shows per job.
-HEADLINE_METRICS = ("val_accuracy", "val_perplexity", "val_loss")
+# What the jobs list shows per job: its family's headline metric, else its validation loss
+# (a job that stopped before its first evaluation reports neither).
+FALLBACK_METRIC = "val_loss"
+LISTED_METRICS = (*dict.fromkeys(f.headline_metric for f in FAMILIES.values()), FALLBACK_METRIC)
 
 
-def _best_metric(bests: dict[str, float | None]) -> dict[str, Any] | None:
-    for name in HEADLINE_METRICS:
+def _best_metric(model: str, bests: dict[str, float | None]) -> dict[str, Any] | None:
+    headline = FAMILIES[model].headline_metric if model in FAMILIES else None
+    for name in (headline, FALLBACK_METRIC):
         if name in bests:
-            return {"name": name, "value": finite_or_none(bests[name])}
+            return {"name": name, "value": bests[name]}
     return None
 
 
@@ -202,7 +166,7 @@ def list_jobs(
         int | None,
         Query(ge=0, le=2**31 - 1, description="Keyset paging: the jobs just newer than this id."),
     ] = None,
-) -> dict[str, Any]:
+) -> JobList:
     if model is not None and model not in MODEL_NAMES:
         raise invalid(("query", "model"), f"model must be one of {', '.join(MODEL_NAMES)}")
     if before is not None and after is not None:
@@ -219,38 +183,37 @@ def list_jobs(
     else:
         jobs, total = store.list_jobs(status=status, model=model, limit=limit, offset=offset,
                                       owner=principal.owner_filter)
-    bests = store.best_metrics([job.id for job in jobs], HEADLINE_METRICS)
+    bests = store.best_metrics([job.id for job in jobs], LISTED_METRICS)
     items = [
-        {**job_out(job), "best_metric": _best_metric(bests.get(job.id, {}))} for job in jobs
+        JobOut.from_record(job, best_metric=_best_metric(job.model, bests.get(job.id, {})))
+        for job in jobs
     ]
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return JobList(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses=NOT_FOUND, summary="One job")
-def get_job(job: JobDep, store: StoreDep) -> dict[str, Any]:
-    latest = {name: finite_or_none(v) for name, v in store.latest_metrics(job.id).items()}
-    return {**job_out(job), "latest_metrics": latest, "infra_failures": job.infra_failures,
-            "attempt_history": store.list_attempts(job.id)}
+def get_job(job: JobDep, store: StoreDep) -> JobDetail:
+    return JobDetail.from_record(job, latest_metrics=store.latest_metrics(job.id),
+                                 infra_failures=job.infra_failures,
+                                 attempt_history=store.list_attempts(job.id))
 
 
 @router.post(
     "/{job_id}/cancel",
     response_model=JobDetail,
-    responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The job already finished."}},
+    responses={**NOT_FOUND, **JOB_FINISHED},
     summary="Cancel a queued or running job",
 )
-def cancel_job(job: JobDep, store: StoreDep) -> dict[str, Any]:
+def cancel_job(job: JobDep, store: StoreDep) -> JobDetail:
     try:
         job = store.cancel_job(job.id)
     except NotFound as exc:  # deleted between the two queries
         raise job_not_found(job.id) from exc
     except InvalidTransition as exc:
-        raise HTTPException(
-            status_code=409,
-            detail=f"job {job.id} is {exc.current_status}; "
-            "only queued or running jobs can be cancelled",
+        raise conflict(
+            f"job {job.id} is {exc.current_status}; only queued or running jobs can be cancelled"
         ) from exc
-    return {**job_out(job), "latest_metrics": {}}
+    return JobDetail.from_record(job)
 
 
 @router.get(
@@ -272,26 +235,14 @@ def get_metrics(
     max_points: Annotated[
         int, Query(ge=2, le=10_000, description="At most this many points per series.")
     ] = 1000,
-) -> dict[str, Any]:
+) -> MetricSeries:
     wanted = None
     if names is not None:
-        wanted = list(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
-        if len(wanted) > MAX_METRIC_NAMES:
-            raise invalid(("query", "names"), f"at most {MAX_METRIC_NAMES} names at once")
-        try:
-            check_storable_json(wanted)
-        except ValueError as exc:
-            raise invalid(("query", "names"), str(exc)) from exc
-    series = store.get_metrics(job.id, names=wanted or None, max_points=max_points)
-    return {
-        "series": {
-            name: [
-                {"step": p["step"], "epoch": p["epoch"], "value": finite_or_none(p["value"])}
-                for p in points
-            ]
-            for name, points in series.items()
-        }
-    }
+        wanted = parse_metric_names(names, fewest=0, most=MAX_METRIC_NAMES)
+    # The store's points are MetricPoint's shape, their values already finite or None.
+    return MetricSeries(
+        series=store.get_metrics(job.id, names=wanted or None, max_points=max_points)
+    )
 
 
 @router.get(
@@ -301,7 +252,7 @@ def get_metrics(
     summary="Texts sampled from a language model, per epoch",
 )
 def get_texts(job: JobDep, store: StoreDep) -> list[dict[str, Any]]:
-    return store.get_texts(job.id)
+    return store.list_texts(job.id)
 
 
 @router.get(
@@ -310,20 +261,11 @@ def get_texts(job: JobDep, store: StoreDep) -> list[dict[str, Any]]:
     responses=NOT_FOUND,
     summary="The job's checkpoints (without their bytes)",
 )
-def list_checkpoints(job: JobDep, store: StoreDep, request: Request) -> list[dict[str, Any]]:
+def list_checkpoints(job: JobDep, store: StoreDep, request: Request) -> list[CheckpointOut]:
     return [
-        {
-            "id": c.id,
-            "epoch": c.epoch,
-            "step": c.step,
-            "size": c.size,
-            "sha256": c.sha256,
-            "metrics": c.metrics,
-            "created_at": c.created_at,
-            "download_url": str(
-                request.app.url_path_for("download_checkpoint", job_id=job.id, checkpoint_id=c.id)
-            ),
-        }
+        CheckpointOut.from_record(c, download_url=str(
+            request.app.url_path_for("download_checkpoint", job_id=job.id, checkpoint_id=c.id)
+        ))
         for c in store.list_checkpoints(job.id)
     ]
 
@@ -346,9 +288,7 @@ def download_checkpoint(job: JobDep, checkpoint_id: int, store: StoreDep) -> Res
     if 1 <= checkpoint_id <= MAX_ID:
         found = store.get_checkpoint_data(job.id, checkpoint_id)
     if found is None:
-        raise HTTPException(
-            status_code=404, detail=f"checkpoint {checkpoint_id} of job {job.id} not found"
-        )
+        raise checkpoint_not_found(job.id, checkpoint_id)
     record, data = found
     filename = f"trainyard-job{job.id}-epoch{record.epoch}-ckpt{record.id}.pt"
     return Response(

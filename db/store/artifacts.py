@@ -40,7 +40,7 @@ class ArtifactsMixin:
         except IntegrityError as exc:
             raise NotFound(f"job {job_id} does not exist") from exc
 
-    def get_texts(self, job_id: int) -> list[dict[str, Any]]:
+    def list_texts(self, job_id: int) -> list[dict[str, Any]]:
         """`[{"epoch", "step", "name", "text"}]` in the order they were written."""
         with self._session() as s:
             rows = s.execute(

@@ -373,7 +373,7 @@ class JobsMixin:
                 (failed if record.status == "failed" else requeued).append(record)
         return requeued, failed
 
-    def claim_unsent_jobs(self, grace_seconds: float) -> list[JobRecord]:
+    def take_jobs_to_resend(self, grace_seconds: float) -> list[JobRecord]:
         """Queued jobs last sent to the broker more than `grace_seconds` ago (their message
         may be lost: a broker restarted empty). Marks each as sent now, with a guarded UPDATE,
         so that of several reconcilers only one re-sends a job; the caller sends them."""

@@ -1,4 +1,4 @@
-"""The dashboard in a real browser (issue 3): Debian's chromium driven by Playwright against a
+"""The dashboard in a real browser: Debian's chromium driven by Playwright against a
 real `trainyard up` (API, dashboard and a worker; SQLite and the file-system queue).
 
 Never `playwright install`: the browser is /usr/bin/chromium (scripts/install-test-tools.sh puts

@@ -1,4 +1,4 @@
-"""User text in plotly's labels, in a real browser (issue 9, point 8): plotly reads names as a
+"""User text in plotly's labels, in a real browser: plotly reads names as a
 pseudo-HTML subset and decodes only some entities, so a run's name must be escaped in a way it
 decodes back to the very characters, with no markup taking effect.
 

@@ -1,4 +1,4 @@
-"""Fault tolerance with real processes (issue 4): uvicorn, Celery workers, Postgres, Redis.
+"""Fault tolerance with real processes: uvicorn, Celery workers, Postgres, Redis.
 
 Workers are killed with SIGKILL at random steps, drained with SIGTERM, the broker is emptied
 under queued jobs, and one key is POSTed a hundred times at once; every job must end in the

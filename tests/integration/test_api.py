@@ -138,10 +138,13 @@ def test_dashboard_placeholder_and_static_files(client):
     assert page.headers["content-type"].startswith("text/html")
     assert "no jobs yet" in page.text.lower()
     assert "trainyard submit" in page.text and "curl" in page.text
-    script = client.get("/static/app.js")
-    assert script.status_code == 200
-    assert "textContent" in script.text and "innerHTML" not in script.text
-    assert "jobs?limit=" in script.text and "2000" in script.text
+    # The shell, the jobs page (the landing page) and the shared state it polls with.
+    scripts = {path: client.get(f"/static/{path}") for path in
+               ("app.js", "js/jobs.js", "js/state.js")}
+    assert all(script.status_code == 200 for script in scripts.values())
+    assert all("innerHTML" not in script.text for script in scripts.values())
+    assert "textContent" in scripts["app.js"].text and "textContent" in scripts["js/jobs.js"].text
+    assert "jobs?" in scripts["js/jobs.js"].text and "2000" in scripts["js/state.js"].text
     assert client.get("/static/style.css").status_code == 200
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.auth import SESSION_COOKIE, new_api_key
 from api.main import create_app
+from api.security import SESSION_COOKIE, new_api_key
 from db.store import Store
 from core.settings import Settings
 

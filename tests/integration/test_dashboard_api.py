@@ -1,4 +1,4 @@
-"""The dashboard's server side (issue 3), on SQLite and PostgreSQL: the page and its static files,
+"""The dashboard's server side, on SQLite and PostgreSQL: the page and its static files,
 plotly.js served from the installed package, keyset pages of GET /jobs with each job's best metric,
 and GET /compare/series (many runs' curves in one request), checked against a plain-Python
 reference of its downsampling.

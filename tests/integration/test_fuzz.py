@@ -40,8 +40,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.auth import new_api_key
 from api.main import create_app
+from api.security import new_api_key
 from db.store import Store
 from core.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Issue 9, points 4-6: names validated whole, NUL kept out of the database and SQL out of
+"""Input hardening: names validated whole, NUL kept out of the database and SQL out of
 job errors, and a per-user queue cap that holds under concurrency. Real app, real SQLite and
 Postgres (the `store` fixture runs each test on both), a real uvicorn where requests race."""
 
@@ -38,7 +38,7 @@ def error_at(response, loc: list) -> str:
     return messages[0]
 
 
-# ---- point 4: a pattern validates the whole input, a final newline included -----------------
+# ---- a pattern validates the whole input, a final newline included -----------------
 
 
 @pytest.mark.parametrize("name", ["pydocs\n", "digits\n", "mytext\n"])
@@ -69,7 +69,7 @@ def test_keys_create_refuses_an_owner_name_ending_in_a_newline(sqlite_url, capsy
         assert [k.owner for k in store.list_api_keys()] == ["alice"]
 
 
-# ---- point 5: NUL never reaches a text column; SQL never reaches a job's error ---------------
+# ---- NUL never reaches a text column; SQL never reaches a job's error ---------------
 
 
 def test_an_upload_with_a_nul_byte_is_refused_naming_its_offset(client, store):
@@ -96,7 +96,7 @@ def test_a_dataset_stored_with_nul_before_the_fix_still_trains(store, tmp_path):
                       data=CORPUS.replace(" ", "\x00 ").encode())
     job = _lm_job(store, "old-upload")
     assert _runner(store, tmp_path).run(job.id) == "succeeded", store.get_job(job.id).error
-    texts = store.get_texts(job.id)
+    texts = store.list_texts(job.id)
     assert len(texts) == 1 and "\x00" not in texts[0]["text"]
     assert "\ufffd" in texts[0]["text"]  # where the model wrote NUL
 
@@ -139,7 +139,7 @@ def test_a_database_error_fails_the_job_without_sql_in_its_error(store, tmp_path
     assert "best of times" not in error  # nor the row's data
 
 
-# ---- point 6: the per-user queue cap holds under concurrent submissions ---------------------
+# ---- the per-user queue cap holds under concurrent submissions ---------------------
 
 
 def _free_port() -> int:

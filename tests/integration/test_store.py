@@ -296,7 +296,7 @@ def test_texts(store: Store) -> None:
     job = store.create_job("rnn_lm", "pydocs", {})
     store.add_text(job.id, 1, 100, "sample", "the cat")
     store.add_text(job.id, 0, 50, "sample", "th ca")
-    assert store.get_texts(job.id) == [
+    assert store.list_texts(job.id) == [
         {"epoch": 0, "step": 50, "name": "sample", "text": "th ca"},
         {"epoch": 1, "step": 100, "name": "sample", "text": "the cat"},
     ]
@@ -354,7 +354,7 @@ def test_deleting_a_job_cascades(store: Store) -> None:
     with store.engine.begin() as conn:
         conn.execute(Job.__table__.delete().where(Job.id == job.id))
     assert store.get_metrics(job.id) == {} and store.list_checkpoints(job.id) == []
-    assert store.get_texts(job.id) == []
+    assert store.list_texts(job.id) == []
 
 
 # ---- schema and sessions -----------------------------------------------------------------

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from models import check_job
 from models.data import pydocs_documents
 from models.limits import (
     CHAR_VOCAB_BOUND,
@@ -210,3 +211,47 @@ def test_limits_module_imports_no_torch():
     code = "import sys, models.limits; sys.exit('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# check_job: the whole check before a job is queued
+
+KINDS = {"digits": "images", "cifar10": "images", "pydocs": "text"}
+
+
+def _check(model, hp, dataset, asked=None, **caps):
+    def kind_of(name):
+        if asked is not None:
+            asked.append(name)
+        return KINDS.get(name)
+
+    limits = {"max_parameters": 100_000_000, "max_activation_bytes": 8 * 2**30, **caps}
+    return check_job(model, hp, dataset, kind_of, data_dir=None, **limits)
+
+
+def test_check_job_fills_the_hyperparameters_and_passes_a_default_job():
+    assert _check("mlp", {"epochs": 2.0}, "digits") == validate_hyperparameters("mlp",
+                                                                                {"epochs": 2})
+    assert _check("rnn_lm", None, "pydocs") == validate_hyperparameters("rnn_lm", {})
+
+
+@pytest.mark.parametrize("model,hp,dataset,caps,field,words", [
+    ("nope", {}, "digits", {}, "model", ["mlp", "cnn", "rnn_lm"]),
+    ("mlp", {"lr": 0}, "no-such-data", {}, "hyperparameters.lr", ["> 0"]),
+    ("mlp", {}, "no-such-data", {}, "dataset", ["no-such-data", "GET /datasets"]),
+    ("rnn_lm", {}, "digits", {}, "dataset", ["text"]),
+    ("mlp", {"hidden_sizes": [16, 16]}, "digits", {"max_parameters": 1000}, "hyperparameters",
+     ["1,482 parameters", "TRAINYARD_MAX_MODEL_PARAMETERS"]),
+    ("cnn", {"batch_size": 4096, "channels": [512]}, "cifar10", {}, "hyperparameters",
+     ["TRAINYARD_MAX_ACTIVATION_BYTES"]),
+])
+def test_check_job_names_the_first_field_at_fault(model, hp, dataset, caps, field, words):
+    asked = []
+    with pytest.raises(SpecError) as err:
+        _check(model, hp, dataset, asked, **caps)
+    assert err.value.field == field
+    for word in words:
+        assert word in err.value.message, (word, err.value.message)
+    # the dataset is looked up only for valid hyperparameters
+    assert asked == ([] if field in ("model", "hyperparameters.lr") else [dataset])
+

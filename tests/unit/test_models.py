@@ -1,12 +1,17 @@
-"""The three networks: shapes, options and the behaviour each option promises."""
+"""The three networks: shapes, options and the behaviour each option promises; and the family
+table that describes each of them completely."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn as nn
 
+from core.metrics import metric_goal
 from models.cnn import CNN, CNNConfig
+from models.family import DataShape
+from models.registry import FAMILIES, defaults
 from models.mlp import MLP, MLPConfig
 from models.rnn_lm import RNNLM, RNNLMConfig
 
@@ -165,3 +170,35 @@ def test_generation_step_matches_the_sequence_forward(cell):
     with torch.no_grad():
         last, _ = model._cell_step(model.embedding(idx[:, 4]), state)
     assert torch.allclose(full[:, 4], last, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the family table
+
+SHAPES = {"images": DataShape(channels=3, height=9, width=7, num_classes=4),
+          "text": DataShape(vocab_size=37)}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_family_entry_is_complete(name):
+    fam = FAMILIES[name]
+    assert fam.name == name and fam.description
+    assert (fam.data_kind, fam.task) in {("images", "classification"),
+                                         ("text", "language_modeling")}
+    names = [p.name for p in fam.params]
+    assert len(names) == len(set(names)) and all(p.description for p in fam.params)
+    # the headline metric is one it reports, and it has a better direction
+    assert fam.headline_metric in fam.metrics and metric_goal(fam.headline_metric) is not None
+    assert {"train_loss", "val_loss", "lr"} <= set(fam.metrics)
+    assert not any(m.startswith("grad_norm/") for m in fam.metrics)
+
+    # hyperparameters -> config -> module, and the size hook counts that module's parameters
+    hp, shape = defaults(name), SHAPES[fam.data_kind]
+    config = fam.build_config(hp, shape)
+    assert dataclasses.is_dataclass(config) and type(config) is fam.config_type()
+    torch.manual_seed(0)
+    model = fam.build(config)
+    assert isinstance(model, fam.model_type()) and isinstance(model, nn.Module)
+    assert fam.size(hp, shape).params == sum(p.numel() for p in model.parameters())
+    assert set(model.layer_groups()), "grad_norm/<layer> needs the layer groups"
+

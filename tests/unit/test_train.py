@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models import data as D
-from models.registry import validate_hyperparameters
+from models.registry import FAMILIES, validate_hyperparameters
 from models.train import (
     CHECKPOINT_FORMAT,
     Callbacks,
@@ -146,6 +146,21 @@ def test_language_model_reports_tokens_perplexity_and_samples(small_text):
     assert texts["sample"].startswith(small_text.decode(small_text.val_ids[:16].tolist()))
     ckpt = load_checkpoint(rec.checkpoints[-1][2])
     assert ckpt["vocab"] == small_text.vocab and ckpt["tokenizer"] == "char"
+
+
+@pytest.mark.parametrize("model", list(FAMILIES))
+def test_each_family_reports_the_metrics_its_table_entry_names(model, digits, small_text):
+    # the dashboard and the jobs list read these names from the table (GET /models)
+    fam = FAMILIES[model]
+    data = small_text if fam.data_kind == "text" else digits
+    small = {"mlp": {"hidden_sizes": [8, 8]}, "cnn": {"channels": [4]},
+             "rnn_lm": {"hidden_size": 8, "embedding_dim": 8, "seq_len": 16}}[model]
+    rec = Recorder()
+    hp = {**small, "epochs": 1, "steps_per_epoch": 2, "batch_size": 16}
+    fit(JobSpec(model, "data", hp, "cpu"), rec, data=data)
+    reported = {name for _, _, metrics in rec.steps for name in metrics}
+    reported |= {name for _, _, metrics, _ in rec.epochs for name in metrics}
+    assert {n for n in reported if not n.startswith("grad_norm/")} == set(fam.metrics)
 
 
 def test_word_level_lm_on_uploaded_text():
