@@ -4,8 +4,9 @@
 "use strict";
 
 import { api, ApiError } from "./api.js";
+import { catalogue } from "./catalogue.js";
 import { fmtValue, h, setText } from "./dom.js";
-import { navigate } from "../app.js";
+import { navigate } from "./router.js";
 
 function rangeText(info) {
   const parts = [];
@@ -68,140 +69,181 @@ function sameValue(a, b) {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-export async function mount(view) {
-  const [models, datasets] = await Promise.all([api("models"), api("datasets")]);
-  const modelNames = Object.keys(models);
+// ---- building the form -----------------------------------------------------------------------
+// `form` below is the page's state: the catalogue and datasets it was built from, its elements
+// (ui), the current model's inputs by key, and the error slot of each field by key ("model",
+// "dataset", "hp.lr", ...).
 
-  const errors = new Map(); // field key ("model", "dataset", "hp.lr", ...) -> <p>
-  const errorSlot = (key) => {
-    const p = h("p", { class: "field-error", id: `error-${key.replace(/\W/g, "-")}`, hidden: true, role: "alert" });
-    errors.set(key, p);
-    return p;
-  };
-  const field = (key, label, input, hint) => h("div", { class: "field", dataset: { field: key } },
+function errorSlot(form, key) {
+  const p = h("p", { class: "field-error", id: `error-${key.replace(/\W/g, "-")}`, hidden: true, role: "alert" });
+  form.errors.set(key, p);
+  return p;
+}
+
+function field(form, key, label, input, hint) {
+  return h("div", { class: "field", dataset: { field: key } },
     h("label", { for: input.id, text: label }), input,
-    hint ? h("p", { class: "hint", text: hint }) : null, errorSlot(key));
+    hint ? h("p", { class: "hint", text: hint }) : null, errorSlot(form, key));
+}
 
-  const modelSelect = h("select", { id: "model", name: "model" }, modelNames.map((m) => h("option", { value: m, text: m })));
-  modelSelect.value = modelNames.includes("mlp") ? "mlp" : modelNames[0];
-  const datasetSelect = h("select", { id: "dataset", name: "dataset" });
-  const nameInput = h("input", { id: "name", name: "name", type: "text", maxlength: "200", placeholder: "optional, e.g. relu-baseline", autocomplete: "off" });
-  const deviceSelect = h("select", { id: "device", name: "device" }, ["auto", "cpu", "cuda"].map((d) => h("option", { value: d, text: d })));
-  const description = h("p", { class: "muted", id: "model-description" });
-  const hpBox = h("div", { class: "field-grid", id: "hyperparameters" });
-  const formError = h("div", { class: "banner banner-error", id: "form-error", hidden: true, role: "alert" });
-  const submit = h("button", { type: "submit", class: "btn btn-primary", id: "submit-job", text: "Submit job" });
-  let inputs = {};
-
-  function buildModel() {
-    const info = models[modelSelect.value];
-    setText(description, info.description);
-    const kind = info.datasets_kind;
-    const fitting = datasets.filter((d) => d.kind === kind);
-    const previous = datasetSelect.value;
-    datasetSelect.replaceChildren(...fitting.map((d) => h("option", { value: d.name,
-      text: `${d.name}${d.source === "uploaded" ? " (uploaded)" : ""}` })));
-    if (fitting.some((d) => d.name === previous)) datasetSelect.value = previous;
-    for (const key of [...errors.keys()]) if (key.startsWith("hp.")) errors.delete(key);
-    inputs = {};
-    hpBox.replaceChildren(...Object.entries(info.hyperparameters).map(([key, p]) => {
-      const input = fieldInput(key, p);
-      inputs[key] = input;
-      const hint = [`default ${fmtValue(p.default)}`, rangeText(p), p.description].filter(Boolean).join(" · ");
-      return field(`hp.${key}`, key, input, hint);
-    }));
-  }
-
-  function clearErrors() {
-    formError.hidden = true;
-    formError.replaceChildren();
-    for (const p of errors.values()) {
-      p.hidden = true;
-      p.textContent = "";
-      p.closest(".field")?.classList.remove("has-error");
-    }
-  }
-
-  function showFieldError(key, message) {
-    const slot = errors.get(key);
-    if (!slot) return false;
-    slot.textContent = message;
-    slot.hidden = false;
-    slot.closest(".field")?.classList.add("has-error");
-    return true;
-  }
-
-  function showErrors(detail) {
-    const general = [];
-    let first = null;
-    for (const item of Array.isArray(detail) ? detail : [{ loc: [], msg: String(detail) }]) {
-      const loc = (item.loc || []).filter((p) => p !== "body");
-      let key = loc[0] === "hyperparameters" && loc.length > 1 ? `hp.${loc[1]}` : String(loc[0] ?? "");
-      if (!showFieldError(key, item.msg)) {
-        general.push(loc.length ? `${loc.join(".")}: ${item.msg}` : item.msg);
-        key = null;
-      }
-      first ||= key;
-    }
-    if (general.length) {
-      formError.replaceChildren(h("strong", { text: "The job was not submitted:" }), h("ul", {}, general.map((m) => h("li", { text: m }))));
-      formError.hidden = false;
-    }
-    const target = first ? document.querySelector(`[data-field="${CSS.escape(first)}"] input, [data-field="${CSS.escape(first)}"] select`) : formError;
-    if (target) target.focus?.();
-  }
-
-  async function onSubmit(event) {
-    event.preventDefault();
-    clearErrors();
-    const info = models[modelSelect.value];
-    const hyperparameters = {};
-    let clientError = false;
-    for (const [key, p] of Object.entries(info.hyperparameters)) {
-      const value = readValue(inputs[key], p);
-      if (value && typeof value === "object" && "invalid" in value) {
-        showFieldError(`hp.${key}`, value.invalid);
-        clientError = true;
-      } else if (value !== undefined && !sameValue(value, p.default)) {
-        hyperparameters[key] = value;
-      }
-    }
-    if (clientError) return;
-    const body = { model: modelSelect.value, dataset: datasetSelect.value, hyperparameters, device: deviceSelect.value };
-    if (nameInput.value.trim()) body.name = nameInput.value;
-    submit.disabled = true;
-    setText(submit, "Submitting…");
-    try {
-      const job = await api("jobs", { method: "POST", body });
-      navigate(`/jobs/${job.id}`);
-    } catch (exc) {
-      if (exc instanceof ApiError && exc.status === 422) showErrors(exc.detail);
-      else showErrors(exc.message);
-    } finally {
-      submit.disabled = false;
-      setText(submit, "Submit job");
-    }
-  }
-
-  modelSelect.addEventListener("change", () => {
-    clearErrors();
-    buildModel();
-  });
-  const form = h("form", { id: "submit-form", class: "card form", novalidate: true, on: { submit: onSubmit } },
-    formError,
+function buildForm(form) {
+  const modelNames = Object.keys(form.models);
+  const ui = {
+    model: h("select", { id: "model", name: "model" }, modelNames.map((m) => h("option", { value: m, text: m }))),
+    dataset: h("select", { id: "dataset", name: "dataset" }),
+    name: h("input", { id: "name", name: "name", type: "text", maxlength: "200", placeholder: "optional, e.g. relu-baseline", autocomplete: "off" }),
+    device: h("select", { id: "device", name: "device" }, ["auto", "cpu", "cuda"].map((d) => h("option", { value: d, text: d }))),
+    description: h("p", { class: "muted", id: "model-description" }),
+    hyperparameters: h("div", { class: "field-grid", id: "hyperparameters" }),
+    formError: h("div", { class: "banner banner-error", id: "form-error", hidden: true, role: "alert" }),
+    submit: h("button", { type: "submit", class: "btn btn-primary", id: "submit-job", text: "Submit job" }),
+  };
+  ui.model.value = modelNames.includes("mlp") ? "mlp" : modelNames[0];
+  ui.form = h("form", { id: "submit-form", class: "card form", novalidate: true },
+    ui.formError,
     h("div", { class: "field-grid" },
-      field("model", "Model", modelSelect, null),
-      field("dataset", "Dataset", datasetSelect, "datasets that fit the model; upload text with POST /datasets"),
-      field("name", "Name", nameInput, "a label for the run"),
-      field("device", "Device", deviceSelect, "auto: a GPU when the worker has one")),
-    description,
+      field(form, "model", "Model", ui.model, null),
+      field(form, "dataset", "Dataset", ui.dataset, "datasets that fit the model; upload text with POST /datasets"),
+      field(form, "name", "Name", ui.name, "a label for the run"),
+      field(form, "device", "Device", ui.device, "auto: a GPU when the worker has one")),
+    ui.description,
     h("h2", { text: "Hyperparameters" }),
     h("p", { class: "muted", text: "Every field starts at its default; only the ones you change are sent." }),
-    hpBox,
-    h("div", { class: "form-actions" }, submit));
+    ui.hyperparameters,
+    h("div", { class: "form-actions" }, ui.submit));
+  return ui;
+}
+
+/** The datasets of the model's kind, keeping the one chosen when it still fits. */
+function renderDatasets({ ui, datasets }, kind) {
+  const fitting = datasets.filter((d) => d.kind === kind);
+  const previous = ui.dataset.value;
+  ui.dataset.replaceChildren(...fitting.map((d) => h("option", { value: d.name,
+    text: `${d.name}${d.source === "uploaded" ? " (uploaded)" : ""}` })));
+  if (fitting.some((d) => d.name === previous)) ui.dataset.value = previous;
+}
+
+function renderHyperparameters(form, info) {
+  for (const key of [...form.errors.keys()]) if (key.startsWith("hp.")) form.errors.delete(key);
+  form.inputs = {};
+  form.ui.hyperparameters.replaceChildren(...Object.entries(info.hyperparameters).map(([key, p]) => {
+    const input = fieldInput(key, p);
+    form.inputs[key] = input;
+    const hint = [`default ${fmtValue(p.default)}`, rangeText(p), p.description].filter(Boolean).join(" · ");
+    return field(form, `hp.${key}`, key, input, hint);
+  }));
+}
+
+/** The chosen model's description, datasets and hyperparameter fields. */
+function renderModel(form) {
+  const info = form.models[form.ui.model.value];
+  setText(form.ui.description, info.description);
+  renderDatasets(form, info.datasets_kind);
+  renderHyperparameters(form, info);
+}
+
+// ---- errors next to the fields they name -----------------------------------------------------
+
+function clearErrors({ ui, errors }) {
+  ui.formError.hidden = true;
+  ui.formError.replaceChildren();
+  for (const p of errors.values()) {
+    p.hidden = true;
+    p.textContent = "";
+    p.closest(".field")?.classList.remove("has-error");
+  }
+}
+
+function showFieldError(form, key, message) {
+  const slot = form.errors.get(key);
+  if (!slot) return false;
+  slot.textContent = message;
+  slot.hidden = false;
+  slot.closest(".field")?.classList.add("has-error");
+  return true;
+}
+
+/** A 422's detail (or a message): each under its field, the rest at the top; focus the first. */
+function showErrors(form, detail) {
+  const general = [];
+  let first = null;
+  for (const item of Array.isArray(detail) ? detail : [{ loc: [], msg: String(detail) }]) {
+    const loc = (item.loc || []).filter((p) => p !== "body");
+    let key = loc[0] === "hyperparameters" && loc.length > 1 ? `hp.${loc[1]}` : String(loc[0] ?? "");
+    if (!showFieldError(form, key, item.msg)) {
+      general.push(loc.length ? `${loc.join(".")}: ${item.msg}` : item.msg);
+      key = null;
+    }
+    first ||= key;
+  }
+  const { formError } = form.ui;
+  if (general.length) {
+    formError.replaceChildren(h("strong", { text: "The job was not submitted:" }), h("ul", {}, general.map((m) => h("li", { text: m }))));
+    formError.hidden = false;
+  }
+  const target = first ? document.querySelector(`[data-field="${CSS.escape(first)}"] input, [data-field="${CSS.escape(first)}"] select`) : formError;
+  if (target) target.focus?.();
+}
+
+// ---- submitting ------------------------------------------------------------------------------
+
+/** The POST /jobs body, or null when a field cannot be read (its error is shown). */
+function readBody(form) {
+  const { ui } = form;
+  const info = form.models[ui.model.value];
+  const hyperparameters = {};
+  let clientError = false;
+  for (const [key, p] of Object.entries(info.hyperparameters)) {
+    const value = readValue(form.inputs[key], p);
+    if (value && typeof value === "object" && "invalid" in value) {
+      showFieldError(form, `hp.${key}`, value.invalid);
+      clientError = true;
+    } else if (value !== undefined && !sameValue(value, p.default)) {
+      hyperparameters[key] = value;
+    }
+  }
+  if (clientError) return null;
+  const body = { model: ui.model.value, dataset: ui.dataset.value, hyperparameters, device: ui.device.value };
+  if (ui.name.value.trim()) body.name = ui.name.value;
+  return body;
+}
+
+async function submitJob(form, event) {
+  event.preventDefault();
+  clearErrors(form);
+  const body = readBody(form);
+  if (!body) return;
+  const { submit } = form.ui;
+  submit.disabled = true;
+  setText(submit, "Submitting…");
+  try {
+    const job = await api("jobs", { method: "POST", body });
+    navigate(`/jobs/${job.id}`);
+  } catch (exc) {
+    if (exc instanceof ApiError && exc.status === 422) showErrors(form, exc.detail);
+    else showErrors(form, exc.message);
+  } finally {
+    submit.disabled = false;
+    setText(submit, "Submit job");
+  }
+}
+
+function wire(form) {
+  form.ui.form.addEventListener("submit", (event) => submitJob(form, event));
+  form.ui.model.addEventListener("change", () => {
+    clearErrors(form);
+    renderModel(form);
+  });
+}
+
+export async function mount(view) {
+  const [models, datasets] = await Promise.all([catalogue(), api("datasets")]);
+  const form = { models, datasets, ui: null, inputs: {}, errors: new Map() };
+  form.ui = buildForm(form);
+  wire(form);
   view.append(h("p", { class: "crumbs" }, h("a", { href: "#/", text: "← Jobs" })),
-    h("div", { class: "page-head" }, h("h1", { text: "New job" })), form);
-  buildModel();
+    h("div", { class: "page-head" }, h("h1", { text: "New job" })), form.ui.form);
+  renderModel(form);
   view.dataset.state = "ready";
   return null;
 }
