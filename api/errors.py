@@ -149,43 +149,34 @@ def add_error_handlers(app: FastAPI) -> None:
 
 Responses = dict[int | str, dict[str, Any]]
 
+
+def answer(status: int, description: str) -> Responses:
+    """One error answer for the OpenAPI page: FastAPI's validation shape for 422, ErrorOut for
+    every other status. Several combine with `|`."""
+    model = ValidationErrorOut if status == 422 else ErrorOut
+    return {status: {"model": model, "description": description}}
+
+
 # Every protected route: added once, where create_app includes the protected routers.
-AUTH_RESPONSES: Responses = {
-    401: {"model": ErrorOut, "description": "No API key or session, or a wrong or revoked one."},
-    403: {"model": ErrorOut, "description": "A session request that changes state without "
-          "its X-CSRF-Token."},
-    413: {"model": ErrorOut, "description": "The body is larger than the request size limit."},
-}
+AUTH_RESPONSES = (
+    answer(401, "No API key or session, or a wrong or revoked one.")
+    | answer(403, "A session request that changes state without its X-CSRF-Token.")
+    | answer(413, "The body is larger than the request size limit.")
+)
 # FastAPI answers 400 itself, before the route runs, for a body it cannot parse: JSON that is
 # not UTF-8, or a broken multipart envelope.
-UNPARSABLE_BODY: Responses = {
-    400: {"model": ErrorOut, "description": "The body cannot be parsed (not UTF-8, or a "
-          "broken multipart envelope)."}
-}
-NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "No such job (or checkpoint)."}}
-RUNS_NOT_FOUND: Responses = {
-    404: {"model": ErrorOut, "description": "Some of the ids are unknown."}
-}
-QUEUE_FULL: Responses = {
-    429: {"model": ErrorOut, "description": "The user has as many queued jobs as allowed."}
-}
-JOB_FINISHED: Responses = {
-    409: {"model": ErrorOut, "description": "The job already finished."}
-}
-SERIES_REQUEST_INVALID: Responses = {
-    422: {"model": ValidationErrorOut, "description": "Bad ids, names or max_points, or "
-          "more runs x names (or points) than one request may read "
-          "(TRAINYARD_MAX_COMPARE_SERIES), with the field to change and the maximum."},
-}
-DATASET_NAME_TAKEN: Responses = {409: {"model": ErrorOut, "description": "The name is taken."}}
-UPLOAD_TOO_LARGE: Responses = {
-    413: {"model": ErrorOut, "description": "The file is larger than the upload limit."}
-}
+UNPARSABLE_BODY = answer(
+    400, "The body cannot be parsed (not UTF-8, or a broken multipart envelope).")
+NOT_FOUND = answer(404, "No such job (or checkpoint).")
+RUNS_NOT_FOUND = answer(404, "Some of the ids are unknown.")
+QUEUE_FULL = answer(429, "The user has as many queued jobs as allowed.")
+JOB_FINISHED = answer(409, "The job already finished.")
+SERIES_REQUEST_INVALID = answer(
+    422, "Bad ids, names or max_points, or more runs x names (or points) than one request may "
+    "read (TRAINYARD_MAX_COMPARE_SERIES), with the field to change and the maximum.")
+DATASET_NAME_TAKEN = answer(409, "The name is taken.")
+UPLOAD_TOO_LARGE = answer(413, "The file is larger than the upload limit.")
 # The /auth routes are public (they check credentials themselves), so they list their own.
-UNAUTHORIZED: Responses = {
-    401: {"model": ErrorOut, "description": "No valid API key or session."}
-}
-SIGN_IN_TOO_LARGE: Responses = {
-    413: {"model": ErrorOut, "description": "The body is over the size limit."}
-}
-CSRF_MISSING: Responses = {403: {"model": ErrorOut, "description": "Missing X-CSRF-Token."}}
+UNAUTHORIZED = answer(401, "No valid API key or session.")
+SIGN_IN_TOO_LARGE = answer(413, "The body is over the size limit.")
+CSRF_MISSING = answer(403, "Missing X-CSRF-Token.")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -67,6 +68,15 @@ class _PostgresServer:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
         return self.admin_url.set(database=name).render_as_string(hide_password=False)
 
+    @contextmanager
+    def database(self) -> Iterator[str]:
+        """A fresh, empty database, dropped on leaving."""
+        url = self.create_database()
+        try:
+            yield url
+        finally:
+            self.drop_database(url)
+
     def drop_database(self, url: str) -> None:
         from sqlalchemy import make_url
 
@@ -92,21 +102,15 @@ def _postgres_server() -> Iterator[_PostgresServer]:
 @pytest.fixture(scope="session")
 def postgres_url(_postgres_server: _PostgresServer) -> Iterator[str]:
     """A fresh, empty database for the whole test session (dropped at the end)."""
-    url = _postgres_server.create_database()
-    try:
+    with _postgres_server.database() as url:
         yield url
-    finally:
-        _postgres_server.drop_database(url)
 
 
 @pytest.fixture
 def fresh_postgres_url(_postgres_server: _PostgresServer) -> Iterator[str]:
     """A fresh, empty database for one test (dropped after it)."""
-    url = _postgres_server.create_database()
-    try:
+    with _postgres_server.database() as url:
         yield url
-    finally:
-        _postgres_server.drop_database(url)
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 
 from celery.signals import worker_ready, worker_shutdown
 
 from core.settings import Settings, get_settings
 from worker.celery_app import enqueue_job, make_celery
+from worker.periodic import PeriodicThread
 from worker.reconciler import Reconciler
 from worker.runner import store_for
 
@@ -29,32 +29,23 @@ log = logging.getLogger("trainyard.worker")
 FORGET_WORKERS_AFTER_SECONDS = 24 * 3600.0
 
 
-class PresenceBeat:
+class PresenceBeat(PeriodicThread):
     """Renews this worker's row every `interval` seconds in a daemon thread."""
 
     def __init__(self, store, name: str, queues: list[str], interval: float) -> None:
-        self.store, self.name, self.queues, self.interval = store, name, queues, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="presence", daemon=True)
+        super().__init__("presence", interval)
+        self.store, self.name, self.queues = store, name, queues
 
-    def start(self) -> PresenceBeat:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.store.record_worker_seen(self.name, socket.gethostname(), os.getpid(),
-                                              self.queues)
-                self.store.prune_workers(FORGET_WORKERS_AFTER_SECONDS)
-            except Exception:  # noqa: BLE001 - database away: beat again next time
-                log.warning("presence beat failed", exc_info=True)
-            if self._stop.wait(self.interval):
-                return
+    def tick(self) -> None:
+        try:
+            self.store.record_worker_seen(self.name, socket.gethostname(), os.getpid(),
+                                          self.queues)
+            self.store.prune_workers(FORGET_WORKERS_AFTER_SECONDS)
+        except Exception:  # noqa: BLE001 - database away: beat again next time
+            log.warning("presence beat failed", exc_info=True)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        super().stop()
         try:
             self.store.record_worker_stopped(self.name)
         except Exception:  # noqa: BLE001 - the row goes stale on its own

@@ -21,12 +21,12 @@ training and buffering their writes, need one lease to renew theirs.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 
 from core.settings import Settings
 from db.store import Store
+from worker.periodic import PeriodicThread
 
 log = logging.getLogger("trainyard.reconciler")
 
@@ -69,34 +69,22 @@ def _send(send, job) -> None:
         log.warning("job %s: could not send to the broker", job.id, exc_info=True)
 
 
-class Reconciler:
+class Reconciler(PeriodicThread):
     """Runs `reconcile_once` now and then every `settings.reconcile_seconds` in a daemon thread."""
 
     def __init__(self, store: Store, send, settings: Settings):
+        super().__init__("reconciler", settings.reconcile_seconds)
         self.store, self.send, self.settings = store, send, settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+        self.healthy_since = float("-inf")  # when the database last came back; -inf: never away
 
-    def start(self) -> Reconciler:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        healthy_since = float("-inf")  # when the database last came back; -inf: never away
-        while True:
-            now = time.monotonic()
-            try:
-                recover = now - healthy_since >= self.settings.lease_seconds
-                reconcile_once(self.store, self.send, self.settings, recover_lost=recover)
-            except Exception:  # noqa: BLE001 - database away: try again next time
-                log.warning("reconciler pass failed", exc_info=True)
-                healthy_since = float("inf")
-            else:
-                if healthy_since == float("inf"):
-                    healthy_since = now
-            if self._stop.wait(self.settings.reconcile_seconds):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    def tick(self) -> None:
+        now = time.monotonic()
+        try:
+            recover = now - self.healthy_since >= self.settings.lease_seconds
+            reconcile_once(self.store, self.send, self.settings, recover_lost=recover)
+        except Exception:  # noqa: BLE001 - database away: try again next time
+            log.warning("reconciler pass failed", exc_info=True)
+            self.healthy_since = float("inf")
+        else:
+            if self.healthy_since == float("inf"):
+                self.healthy_since = now

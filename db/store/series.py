@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import text
@@ -34,6 +35,8 @@ class SeriesMixin:
     # parameters, the server's memory and the rows fetched at once stay this size whatever
     # the number of runs compared.
     SERIES_PER_QUERY = 256
+    # Batches read at once: two, so one is in the database while another is merged here.
+    SERIES_READERS = 2
 
     def bulk_series(
         self, job_ids: Iterable[int], names: Iterable[str], max_points: int
@@ -84,33 +87,47 @@ class SeriesMixin:
         ids = sorted({int(i) for i in job_ids})
         wanted = [str(n) for n in dict.fromkeys(names)]
         pairs = [(job_id, name) for job_id in ids for name in wanted]
-        buckets = max_points - 1
+        batches = [pairs[start:start + self.SERIES_PER_QUERY]
+                   for start in range(0, len(pairs), self.SERIES_PER_QUERY)]
+        read = functools.partial(self._read_series_batch, buckets=max_points - 1)
         result: dict[int, dict[str, dict[str, Any]]] = {}
+        if len(batches) > 1:
+            # One batch's statement runs in the database (no GIL held) while the previous
+            # one is merged in Python; map keeps the batches in the order asked for.
+            with ThreadPoolExecutor(self.SERIES_READERS, "bulk-series") as pool:
+                parts = list(pool.map(read, batches))
+        else:
+            parts = [read(batch) for batch in batches]
+        for part in parts:
+            for job_id, name, series in part:
+                result.setdefault(job_id, {})[name] = series
+        return result
+
+    def _read_series_batch(self, pairs: list[tuple[int, str]],
+                           buckets: int) -> list[tuple[int, str, dict[str, Any]]]:
+        """bulk_series for one batch of (job_id, name) pairs, in one transaction: (job_id,
+        name, series) for those that have points, in the order of `pairs`."""
         with self._session() as s:
             if self.dialect == "postgresql":
                 # A statement of a few hundred small per-series groups is estimated costly
                 # enough to be JIT-compiled: ~40 ms each that buy nothing. This transaction only.
                 s.execute(text("SET LOCAL jit = off"))
-            for start in range(0, len(pairs), self.SERIES_PER_QUERY):
-                batch = pairs[start:start + self.SERIES_PER_QUERY]
-                found = _series_bounds(s, self.dialect, batch, buckets)
-                merged: dict[tuple[int, str], dict[str, Any]] = {}
-                paths = {"points": _short_series,
-                         "rollups": functools.partial(_long_series, coarse=False),
-                         "coarse": functools.partial(_long_series, coarse=True)}
-                for path, read in paths.items():
-                    group = [(j, n, lo, hi) for j, n, lo, hi, many in found
-                             if _series_path(lo, hi, many, buckets) == path]
-                    if not group:
-                        continue
-                    got_all = read(s, self.dialect, group, buckets)
-                    for (job_id, name, _, _), got in zip(group, got_all, strict=True):
-                        if got is not None:
-                            merged[job_id, name] = _merge_series(name, *got)
-                for job_id, name, *_ in found:  # in the order asked for
-                    if (job_id, name) in merged:
-                        result.setdefault(job_id, {})[name] = merged[job_id, name]
-        return result
+            found = _series_bounds(s, self.dialect, pairs, buckets)
+            merged: dict[tuple[int, str], dict[str, Any]] = {}
+            paths = {"points": _short_series,
+                     "rollups": functools.partial(_long_series, coarse=False),
+                     "coarse": functools.partial(_long_series, coarse=True)}
+            for path, read in paths.items():
+                group = [(j, n, lo, hi) for j, n, lo, hi, many in found
+                         if _series_path(lo, hi, many, buckets) == path]
+                if not group:
+                    continue
+                got_all = read(s, self.dialect, group, buckets)
+                for (job_id, name, _, _), got in zip(group, got_all, strict=True):
+                    if got is not None:
+                        merged[job_id, name] = _merge_series(name, *got)
+        return [(job_id, name, merged[job_id, name]) for job_id, name, *_ in found
+                if (job_id, name) in merged]
 
 
 def _series_source(dialect: str, columns: list[str], rows: list[tuple]) -> tuple[str, str, dict]:

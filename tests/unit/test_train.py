@@ -194,6 +194,14 @@ def test_same_seed_same_run_other_seed_other_run(digits):
     assert a.final_metrics != c.final_metrics
 
 
+def _uninterrupted(model, hp, dataset, digits, small_text):
+    """The reference of a resume test: (data, spec, its recorder, its result) of one whole run."""
+    data = digits if dataset == "digits" else small_text
+    spec = JobSpec(model, dataset, hp, "cpu")
+    full = Recorder()
+    return data, spec, full, fit(spec, full, data=data)
+
+
 @pytest.mark.parametrize("model,hp,dataset", [
     ("mlp", {**TINY_MLP, "epochs": 4, "lr_schedule": "cosine", "optimizer": "sgd", "lr": 0.1},
      "digits"),
@@ -203,10 +211,7 @@ def test_same_seed_same_run_other_seed_other_run(digits):
 ])
 def test_resume_from_epoch_checkpoint_ends_like_an_uninterrupted_run(
         model, hp, dataset, digits, small_text):
-    data = digits if dataset == "digits" else small_text
-    spec = JobSpec(model, dataset, hp, "cpu")
-    full = Recorder()
-    uninterrupted = fit(spec, full, data=data)
+    data, spec, full, uninterrupted = _uninterrupted(model, hp, dataset, digits, small_text)
     epoch, step, blob, _ = full.checkpoints[1]  # after epoch 2
     resumed_rec = Recorder()
     resumed = fit(spec, resumed_rec, data=data, resume_from=blob)
@@ -237,10 +242,7 @@ class StopAndCheckpoint(Recorder):
 ])
 def test_resume_from_a_mid_epoch_stop_ends_like_an_uninterrupted_run(
         model, hp, dataset, digits, small_text):
-    data = digits if dataset == "digits" else small_text
-    spec = JobSpec(model, dataset, hp, "cpu")
-    full = Recorder()
-    uninterrupted = fit(spec, full, data=data)
+    data, spec, full, uninterrupted = _uninterrupted(model, hp, dataset, digits, small_text)
     spe = uninterrupted.steps_done // hp["epochs"]
     stop_at = spe + spe // 2 + 1  # in the middle of the second epoch
     first = StopAndCheckpoint(stop_after_steps=stop_at)

@@ -23,17 +23,11 @@ FINE_PER_COARSE = 8  # db.tables.COARSE_ROLLUP_BLOCKS when this migration was wr
 
 
 def upgrade() -> None:
+    # The very columns of metric_rollups (as this database has them), under their own keys.
+    fine = sa.Table("metric_rollups", sa.MetaData(), autoload_with=op.get_bind())
     op.create_table(
         "metric_rollups_coarse",
-        sa.Column("job_id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("block", sa.Integer(), nullable=False),
-        sa.Column("epoch", sa.Integer(), nullable=False),
-        sa.Column("last_step", sa.Integer(), nullable=False),
-        sa.Column("n", sa.Integer(), nullable=False),
-        sa.Column("total", sa.Float(), nullable=True),
-        sa.Column("low", sa.Float(), nullable=True),
-        sa.Column("high", sa.Float(), nullable=True),
+        *(sa.Column(c.name, c.type, nullable=c.nullable) for c in fine.columns),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name=op.f("fk_metric_rollups_coarse_job_id_jobs"),
             ondelete="CASCADE",
