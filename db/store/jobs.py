@@ -187,23 +187,12 @@ class JobsMixin:
             ).all()
             return [record_of(JobRecord, job) for job in page], total
 
-    def count_jobs(self, owner: str, statuses: Sequence[str]) -> int:
-        """How many of the owner's jobs are in one of `statuses`. (The queue cap itself is
-        checked by create_job's `max_queued`, in the transaction that inserts.)"""
-        with self._session() as s:
-            return self._count_jobs(s, owner, statuses)
-
     @staticmethod
     def _count_jobs(session: Session, owner: str, statuses: Sequence[str]) -> int:
         stmt = select(func.count()).select_from(Job).where(
             Job.owner == owner, Job.status.in_(list(statuses))
         )
         return session.scalar(stmt) or 0
-
-    def queued_job_ids(self) -> list[int]:
-        """Ids of every queued job, oldest first (e.g. to re-enqueue after a broker loss)."""
-        with self._session() as s:
-            return list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.id)))
 
     def _transition(
         self,
