@@ -489,7 +489,7 @@ def load_image_dataset(
 # catalogue
 
 
-def _size(paths) -> int:
+def _total_bytes(paths) -> int:
     return sum(p.stat().st_size for p in paths)
 
 
@@ -505,18 +505,18 @@ def builtin_datasets(data_dir: Path | None = None) -> list[dict]:
             if all(files):
                 test = [_find_idx(folder, "test", "images"), _find_idx(folder, "test", "labels")]
                 files += [p for p in test if p]
-                out.append({"name": name, "kind": "images", "size_bytes": _size(files),
+                out.append({"name": name, "kind": "images", "size_bytes": _total_bytes(files),
                              "description": f"{label} IDX files in {folder}"})
         folder = _cifar_folder(data_dir)
         if folder is not None:
             files = sorted(folder.glob("*_batch*.bin"))
-            out.append({"name": "cifar10", "kind": "images", "size_bytes": _size(files),
-                        "examples": _size(files) // CIFAR_RECORD,
+            out.append({"name": "cifar10", "kind": "images", "size_bytes": _total_bytes(files),
+                        "examples": _total_bytes(files) // CIFAR_RECORD,
                         "description": f"CIFAR-10 binary batches in {folder} "
                                        "(3x32x32, 10 classes)"})
     files = _fortune_files(FORTUNES_DIR)
     if files:
-        out.append({"name": "fortunes", "kind": "text", "size_bytes": _size(files),
+        out.append({"name": "fortunes", "kind": "text", "size_bytes": _total_bytes(files),
                     "description": "English fortune-cookie texts from Debian's `fortunes` package"})
     out.append({"name": "pydocs", "kind": "text", "size_bytes": _pydocs_size(),
                 "description": "English help topics bundled with Python (pydoc_data.topics)"})

@@ -203,7 +203,7 @@ def estimate(model: str, hp: dict, shape: DataShape) -> Estimate:
 # the caps
 
 
-def _size(n: int) -> str:
+def _bytes_text(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
@@ -219,10 +219,11 @@ def check_limits(est: Estimate, max_parameters: int, max_activation_bytes: int) 
     if est.peak_bytes > max_activation_bytes:
         raise SpecError(
             "hyperparameters",
-            f"this model needs an estimated {_size(est.peak_bytes)} ({est.peak_bytes:,} bytes) "
-            f"of working memory at its peak (training step, validation or checkpoint; one "
+            f"this model needs an estimated {_bytes_text(est.peak_bytes)} "
+            f"({est.peak_bytes:,} bytes) of working memory at its peak (training step, "
+            f"validation or checkpoint; one "
             f"training step keeps {est.activation_bytes:,} bytes of activations for backward), "
-            f"besides {_size(est.state_bytes)} of weights, gradients and optimizer state; "
-            f"the limit is {_size(max_activation_bytes)} ({max_activation_bytes:,} bytes, "
+            f"besides {_bytes_text(est.state_bytes)} of weights, gradients and optimizer state; "
+            f"the limit is {_bytes_text(max_activation_bytes)} ({max_activation_bytes:,} bytes, "
             f"{ENV_MAX_ACTIVATION_BYTES}). Use a smaller batch_size (or seq_len, or layers)",
         )
