@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api.deps import PrincipalDep, SettingsDep, StoreDep, visible_jobs
 from api.errors import RUNS_NOT_FOUND, SERIES_REQUEST_INVALID, invalid
@@ -121,7 +121,7 @@ def compare_series(
         int, Query(ge=2, le=5_000, description="At most this many points per series; runs x "
                    "names x max_points at most TRAINYARD_MAX_COMPARE_SERIES x 200.")
     ] = DEFAULT_MAX_POINTS,
-) -> CompareSeriesOut:
+) -> Response:
     """What the compare page draws: each run's config and a label made of the settings that
     differ, and for each asked metric its curve (bucket means over equal step ranges, ending on
     the exact final point), its final and best value, and the mean of each epoch."""
@@ -136,7 +136,7 @@ def compare_series(
     series = store.bulk_series(job_ids, wanted, max_points)
     runs = [jobs[i] for i in job_ids]
     differing = differing_keys(runs)
-    return CompareSeriesOut(
+    answer = CompareSeriesOut(
         runs=[
             SeriesRun.from_record(job, label=run_label(job, differing),
                                   metric_names=metric_names.get(job.id, []))
@@ -147,3 +147,7 @@ def compare_series(
         max_points=max_points,
         series={str(job_id): by_name for job_id, by_name in series.items()},
     )
+    # Serialised here by pydantic's own encoder, in one pass: FastAPI would turn the model
+    # back into Python objects and hand them to json.dumps, a third of a second for the
+    # 123,000 points of 1,000 runs. The declared response_model still documents the answer.
+    return Response(answer.model_dump_json(), media_type="application/json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -193,7 +194,11 @@ def _grouped_rows(s: Session, dialect: str, columns: list[str], table: list[tupl
                   "min(mn), max(mx))")
     else:
         exact = "CASE WHEN {0} IS NULL THEN NULL ELSE printf('%!.17g', {0}) END".format
-        packed = (f"json_array(json_group_array(json_array(k, e, ms, c, {exact('t')})), "
+        # Single values (the final point, a bucket of one point: a curve that comes back
+        # exactly) and the extremes to the last bit; sums of several values, which become
+        # means, as JSON numbers (15 digits), cheaper on both sides.
+        total = f"CASE WHEN c <= 1 THEN {exact('t')} ELSE t END"
+        packed = (f"json_array(json_group_array(json_array(k, e, ms, c, {total})), "
                   f"{exact('min(mn)')}, {exact('max(mx)')})")
     stmt = text(f"{with_clause} SELECT s.sid, (SELECT {packed} FROM ({groups_sql}) AS g) "
                 f"FROM {source}")
@@ -300,7 +305,7 @@ def _merge_series(
             point[2] += count
             point[3] += total
     ordered = sorted(points.values(), key=lambda p: p[0])
-    values = [finite_or_none(p[3] / p[2]) if p[2] else None for p in ordered]
+    values = [_finite_mean(p[3], p[2]) for p in ordered]
     final = values[-1]
     goal = metric_goal(name)
     if goal is None or low is None:
@@ -316,6 +321,15 @@ def _merge_series(
         "best": best,
         "epochs": {
             "epoch": [e for e, _ in by_epoch],
-            "mean": [finite_or_none(t / c) if c else None for _, (c, t) in by_epoch],
+            "mean": [_finite_mean(t, c) for _, (c, t) in by_epoch],
         },
     }
+
+
+def _finite_mean(total: float, count: int) -> float | None:
+    """total / count, or None for no values or a sum that overflowed (a comparison, not a
+    call per value: this runs for every point of every series of the answer)."""
+    if not count:
+        return None
+    mean = total / count
+    return mean if -math.inf < mean < math.inf else None
