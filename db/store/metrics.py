@@ -93,7 +93,12 @@ class MetricsMixin:
         )
         return {key for key in map(tuple, s.execute(stmt)) if key in rows}
 
-    @functools.cache  # noqa: B019 - one statement per store and table, for the store's life
+    @functools.cached_property
+    def _rollup_adds(self) -> dict[Any, Any]:
+        """Per rollup table, the upsert adding a batch's block summaries to the stored ones."""
+        return {table: self._rollup_add(table.__table__)
+                for table in (MetricRollup, MetricRollupCoarse)}
+
     def _rollup_add(self, table: Any) -> Any:
         """Upsert adding a batch's block summaries to the stored ones of `table` (a rollup
         table; NULL-safe min/max/sum)."""
@@ -121,7 +126,7 @@ class MetricsMixin:
                                    (MetricRollupCoarse, COARSE_BLOCK_STEPS)):
             summaries = self._block_summaries(job_id, points, block_steps)
             if summaries:
-                s.connection().execute(self._rollup_add(table.__table__), summaries)
+                s.connection().execute(self._rollup_adds[table], summaries)
 
     @staticmethod
     def _block_summaries(job_id: int, points: list[dict[str, Any]],
@@ -151,38 +156,30 @@ class MetricsMixin:
         blocks: dict[str, set[int]] = {}
         for name, step in keys:
             blocks.setdefault(name, set()).add(step // B)
-        columns = ["job_id", "name", "block", "epoch", "last_step", "n", "total", "low", "high"]
         for name, numbers in blocks.items():
             # Whole coarse blocks, so both levels are rewritten over the same steps.
             first, last = min(numbers) // C * C, max(numbers) // C * C + C - 1
-            s.execute(delete(MetricRollup).where(
-                MetricRollup.job_id == job_id, MetricRollup.name == name,
-                MetricRollup.block.between(first, last)))
-            block = Metric.step // B
-            summary = (
-                select(Metric.job_id, Metric.name, block, Metric.epoch, func.max(Metric.step),
-                       func.count(Metric.value), func.sum(Metric.value), func.min(Metric.value),
-                       func.max(Metric.value))
-                .where(Metric.job_id == job_id, Metric.name == name,
-                       Metric.step.between(first * B, last * B + B - 1))
-                .group_by(Metric.job_id, Metric.name, block, Metric.epoch)
-            )
-            s.execute(self._dialect_insert(MetricRollup.__table__).from_select(columns, summary))
-            s.execute(delete(MetricRollupCoarse).where(
-                MetricRollupCoarse.job_id == job_id, MetricRollupCoarse.name == name,
-                MetricRollupCoarse.block.between(first // C, last // C)))
-            coarse = MetricRollup.block // C
-            summary = (
-                select(MetricRollup.job_id, MetricRollup.name, coarse, MetricRollup.epoch,
-                       func.max(MetricRollup.last_step), func.sum(MetricRollup.n),
-                       func.sum(MetricRollup.total), func.min(MetricRollup.low),
-                       func.max(MetricRollup.high))
-                .where(MetricRollup.job_id == job_id, MetricRollup.name == name,
-                       MetricRollup.block.between(first, last))
-                .group_by(MetricRollup.job_id, MetricRollup.name, coarse, MetricRollup.epoch)
-            )
-            s.execute(self._dialect_insert(MetricRollupCoarse.__table__)
-                      .from_select(columns, summary))
+            M, R = Metric, MetricRollup
+            self._replace_blocks(s, MetricRollup, job_id, name, first, last, select(
+                M.job_id, M.name, M.step // B, M.epoch, func.max(M.step), func.count(M.value),
+                func.sum(M.value), func.min(M.value), func.max(M.value),
+            ).where(M.job_id == job_id, M.name == name,
+                    M.step.between(first * B, last * B + B - 1)))
+            self._replace_blocks(s, MetricRollupCoarse, job_id, name, first // C, last // C, select(
+                R.job_id, R.name, R.block // C, R.epoch, func.max(R.last_step), func.sum(R.n),
+                func.sum(R.total), func.min(R.low), func.max(R.high),
+            ).where(R.job_id == job_id, R.name == name, R.block.between(first, last)))
+
+    def _replace_blocks(self, s: Session, table: Any, job_id: int, name: str, first: int,
+                        last: int, summary: Any) -> None:
+        """Replace the rows of blocks `first`..`last` of one series in the rollup `table` by
+        `summary` (job_id, name, block, epoch, last step, count, sum, min, max of its
+        source rows), grouped here by its first four columns."""
+        s.execute(delete(table).where(table.job_id == job_id, table.name == name,
+                                      table.block.between(first, last)))
+        grouped = summary.group_by(*list(summary.selected_columns)[:4])
+        columns = ["job_id", "name", "block", "epoch", "last_step", "n", "total", "low", "high"]
+        s.execute(self._dialect_insert(table.__table__).from_select(columns, grouped))
 
     def get_metrics(
         self,
