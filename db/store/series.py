@@ -114,16 +114,13 @@ class SeriesMixin:
                 # enough to be JIT-compiled: ~40 ms each that buy nothing. This transaction only.
                 s.execute(text("SET LOCAL jit = off"))
             found = _series_bounds(s, self.dialect, pairs, buckets)
+            groups: dict[str, list[tuple]] = {}
+            for job_id, name, lo, hi, many in found:
+                groups.setdefault(_series_path(lo, hi, many, buckets), []).append(
+                    (job_id, name, lo, hi))
             merged: dict[tuple[int, str], dict[str, Any]] = {}
-            paths = {"points": _short_series,
-                     "rollups": functools.partial(_long_series, coarse=False),
-                     "coarse": functools.partial(_long_series, coarse=True)}
-            for path, read in paths.items():
-                group = [(j, n, lo, hi) for j, n, lo, hi, many in found
-                         if _series_path(lo, hi, many, buckets) == path]
-                if not group:
-                    continue
-                got_all = read(s, self.dialect, group, buckets)
+            for path, group in groups.items():
+                got_all = _SERIES_READERS[path](s, self.dialect, group, buckets)
                 for (job_id, name, _, _), got in zip(group, got_all, strict=True):
                     if got is not None:
                         merged[job_id, name] = _merge_series(name, *got)
@@ -333,3 +330,9 @@ def _finite_mean(total: float, count: int) -> float | None:
         return None
     mean = total / count
     return mean if -math.inf < mean < math.inf else None
+
+
+# How each path of `_series_path` reads its series.
+_SERIES_READERS = {"points": _short_series,
+                   "rollups": functools.partial(_long_series, coarse=False),
+                   "coarse": functools.partial(_long_series, coarse=True)}
