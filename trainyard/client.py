@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-FINISHED = ("succeeded", "failed", "cancelled")
+from core.states import FINISHED  # the statuses a job ends in; the API answers them as text
 
 
 class ApiError(RuntimeError):
