@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from core import states
 from db.store import CheckpointRecord, DatasetRecord, JobRecord
+from db.tables import PRIORITY_MAX, PRIORITY_MIN
 
 
 def check_storable(value: str) -> str:
@@ -105,11 +106,28 @@ class JobCreate(BaseModel):
     device: Device = Field(
         default="auto", description="cpu, cuda, or auto (cuda when a worker has it)."
     )
+    priority: int = Field(
+        default=0, ge=PRIORITY_MIN, le=PRIORITY_MAX,
+        description="Higher runs first: -100 to 100. Ordinary users may give at most "
+        "TRAINYARD_MAX_USER_PRIORITY (10 by default); admins the whole range.",
+    )
 
     @field_validator("hyperparameters")
     @classmethod
     def _storable_hyperparameters(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_storable_json(value)
+
+
+class JobPatch(BaseModel):
+    """What `PATCH /jobs/{id}` changes: a queued or running job's priority."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"priority": 5}]})
+
+    priority: int = Field(
+        ge=PRIORITY_MIN, le=PRIORITY_MAX,
+        description="-100 to 100, higher runs first (ordinary users: at most "
+        "TRAINYARD_MAX_USER_PRIORITY).",
+    )
 
 
 class Progress(BaseModel):
@@ -154,6 +172,7 @@ class JobOut(RunBase):
     hyperparameters: dict[str, Any]
     device: str
     status: JobStatus
+    priority: int = Field(default=0, description="-100 to 100; a higher one is claimed first.")
     progress: Progress
     attempts: int
     worker: str | None = Field(

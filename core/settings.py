@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     )
     enqueue_grace_seconds: float = Field(
         default=120.0, gt=0,
-        description="A job queued this long without a worker claiming it is sent to the "
-        "broker again (its message may be lost); duplicates are harmless.",
+        description="A job queued this long while a live worker that could run it sits idle "
+        "is sent to the broker again (its wake-up message may be lost); duplicates are "
+        "harmless. Nothing is re-sent while every such worker is busy.",
     )
     db_retry_seconds: float = Field(
         default=600.0, ge=0,
@@ -129,6 +130,27 @@ class Settings(BaseSettings):
     max_queued_jobs_per_user: int = Field(
         default=100, ge=1,
         description="Queued jobs one user may have waiting; one more is refused with 429.",
+    )
+    # ---- scheduling (see README "Scheduling") ----
+    max_user_priority: int = Field(
+        default=10, ge=-100, le=100,
+        description="Highest priority an ordinary user may give a job (POST /jobs, PATCH); "
+        "admins may use the whole range, -100 to 100.",
+    )
+    max_running_jobs_per_user: int | None = Field(
+        default=None, ge=1,
+        description="Jobs one user may have running at once; their next job waits (queue "
+        "reason owner_limit). Default: no limit (fair share still orders the owners).",
+    )
+    preemption: bool = Field(
+        default=True,
+        description="Stop the lowest-priority running job (checkpointed, resumed exactly later) "
+        "when a job of strictly higher priority finds every worker that could run it busy.",
+    )
+    preemption_min_run_seconds: float = Field(
+        default=60.0, ge=0,
+        description="A job is not preempted before its current attempt has run this long, so "
+        "two jobs cannot take a worker from each other in turn.",
     )
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=1024,

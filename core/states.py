@@ -12,7 +12,7 @@ from enum import StrEnum
 
 class JobStatus(StrEnum):
     """A job's state: queued -> running -> succeeded | failed | cancelled (and back to queued
-    only by recovery or a drain)."""
+    only by recovery, a drain or preemption)."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -32,13 +32,15 @@ FINISHED: frozenset[JobStatus] = frozenset(
 
 class Outcome(StrEnum):
     """How one attempt (one worker's run of a job) ended: a finished job's status, or one of
-    the two ways a job goes back to the queue (its worker vanished; its worker was drained)."""
+    the ways a job goes back to the queue (its worker vanished; its worker was drained; a job
+    of higher priority needed its worker)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
     WORKER_LOST = "worker_lost"
     DRAINED = "drained"
+    PREEMPTED = "preempted"
 
 
 class FitEnd(StrEnum):
@@ -47,3 +49,8 @@ class FitEnd(StrEnum):
 
     COMPLETED = "completed"
     STOPPED = "stopped"
+
+
+# The devices a job may ask for; each is a queue of its own, and a worker serves those its
+# hardware can run: cpu and auto everywhere, cuda only where CUDA exists.
+DEVICES = ("cpu", "cuda", "auto")

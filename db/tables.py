@@ -50,6 +50,8 @@ NAMING_CONVENTION = {
 }
 
 JOB_STATUSES = tuple(JobStatus)  # the CHECK constraint of jobs.status
+# A job's priority: higher runs first (POST /jobs, PATCH /jobs/{id}).
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
 # Owner of what is created without an API key (embedded mode on loopback, keyless).
 LOCAL_OWNER = "local"
 DATASET_KINDS = ("images", "text")
@@ -116,6 +118,12 @@ class Job(Base):
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at", info={"serves": (
             "The reconciler's scan for queued jobs whose broker message may be lost: "
             "WHERE status = 'queued' AND enqueued_at < ? (0003).")}),
+        Index("ix_jobs_status_priority_id", "status", "priority", "id", info={"serves": (
+            "The scheduler: the queued jobs in the order they run (WHERE status = 'queued' "
+            "ORDER BY priority DESC, ..., id), a queued job's place in that order (the jobs "
+            "of higher priority, or the same and older), and the running jobs by priority "
+            "for preemption (0008).")}),
+        CheckConstraint(f"priority BETWEEN {PRIORITY_MIN} AND {PRIORITY_MAX}", name="priority"),
         Index("ix_jobs_owner_status_id", "owner", "status", "id", info={"serves": (
             "A user's own job lists, newest first (WHERE owner = ? [AND status = ?] ORDER BY "
             "id DESC), and the count of their queued jobs held against the per-user queue cap "
@@ -192,6 +200,17 @@ class Job(Base):
         String(100), default=LOCAL_OWNER, server_default=LOCAL_OWNER, doc=(
             "The user who submitted it (`api_keys.owner` of the key used); `local` when no key "
             "was used."))
+    # Scheduling (migration 0008).
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0", doc=(
+        "-100 to 100, default 0: a queued job of higher priority is claimed first; among "
+        "equals the owner with the fewest running jobs, then the oldest job."))
+    device_class: Mapped[str | None] = mapped_column(String(8), doc=(
+        "The kind of worker that claimed it last, `cpu` or `cuda` (fair share counts each "
+        "owner's running jobs per class); NULL before its first claim."))
+    preempt_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, doc=(
+        "Set while running when a job of higher priority needs its worker: the worker stops "
+        "it at its next step with a checkpoint and queues it again (attempt outcome "
+        "`preempted`); NULL otherwise."))
 
 
 ATTEMPT_OUTCOMES = tuple(Outcome)  # the CHECK constraint of job_attempts.outcome
@@ -229,8 +248,9 @@ class JobAttempt(Base):
     outcome: Mapped[str | None] = mapped_column(String(16), doc=(
         "How it ended: `succeeded`, `failed` or `cancelled` (the job's final status), "
         "`worker_lost` (its worker died or stopped heart-beating: the job was queued again, "
-        "or failed past the limit) or `drained` (its worker shut down and gave the job back); "
-        "NULL while it runs."))
+        "or failed past the limit), `drained` (its worker shut down or was drained and gave "
+        "the job back) or `preempted` (a job of higher priority needed the worker: the job "
+        "was queued again, checkpointed at its last step); NULL while it runs."))
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer, doc=(
         "The epochs completed in the checkpoint it started from; NULL: from scratch."))
 
@@ -554,3 +574,26 @@ class Worker(Base):
         "than the lease (TRAINYARD_LEASE_SECONDS, 30) is a dead worker."))
     stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, doc=(
         "When it shut down cleanly; NULL while it runs (or when it died without saying so)."))
+    # What it is and does (migration 0008), for GET /workers and the scheduler.
+    device_class: Mapped[str] = mapped_column(String(8), default="cpu", server_default="cpu",
+                                              doc="`cuda` when it serves the cuda queue, else "
+                                                  "`cpu`.")
+    gpu_name: Mapped[str | None] = mapped_column(String(200), doc=(
+        "Its GPU's name (the first visible one); NULL without CUDA."))
+    gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, doc=(
+        "That GPU's total memory; NULL without CUDA."))
+    torch_version: Mapped[str | None] = mapped_column(String(50), doc=(
+        "The torch it trains with."))
+    state: Mapped[str] = mapped_column(String(16), default="idle", server_default="idle", doc=(
+        "`idle` (waiting for a job) or `busy` (running `job_id`); `draining` once asked to "
+        "give its job back and take no new one. `lost` is not stored: a row not seen for a "
+        "lease is shown so."))
+    job_id: Mapped[int | None] = mapped_column(Integer, doc=(
+        "The job it is running; NULL when idle."))
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0", doc=(
+        "Attempts it has ended (whatever their outcome) since it was first seen."))
+    infra_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0", doc=(
+        "Its jobs that the reconciler took back because it stopped heart-beating."))
+    drain_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, doc=(
+        "When an admin asked it to drain (POST /workers/{name}/drain); cleared when a process "
+        "of this name starts."))

@@ -208,10 +208,19 @@ def _fmt_eta(seconds) -> str:
 def cmd_submit(args, settings) -> int:
     hp = _parse_hyperparameters(args.set or [])
     with _client(settings) as client:
-        job = client.submit(args.model, args.dataset, hp, name=args.name, device=args.device)
-        print(f"job {job['id']} queued: {job['model']} on {job['dataset']}")
+        job = client.submit(args.model, args.dataset, hp, name=args.name, device=args.device,
+                            priority=args.priority)
+        print(f"job {job['id']} queued: {job['model']} on {job['dataset']}, priority "
+              f"{job['priority']}")
         if args.watch:
             return _watch(client, job["id"])
+    return 0
+
+
+def cmd_priority(args, settings) -> int:
+    with _client(settings) as client:
+        job = client.set_priority(args.job_id, args.priority)
+    print(f"job {job['id']} ({job['status']}): priority {job['priority']}")
     return 0
 
 
@@ -222,13 +231,15 @@ def cmd_list(args, settings) -> int:
     with _client(settings) as client:
         page = client.jobs(status=args.status, model=args.model, limit=args.limit)
     table = Table(title=f"{page['total']} jobs")
-    for column in ("id", "name", "model", "dataset", "status", "epoch", "best", "created"):
+    for column in ("id", "name", "model", "dataset", "status", "priority", "epoch", "best",
+                   "created"):
         table.add_column(column)
     for job in page["items"]:
         progress = job.get("progress") or {}
         best = job.get("best_metric") or {}
         table.add_row(
             str(job["id"]), job.get("name") or "", job["model"], job["dataset"], job["status"],
+            str(job.get("priority", 0)),
             f"{progress.get('epoch') or 0}/{progress.get('total_epochs') or '?'}",
             f"{best['name']} {best['value']:.4g}" if best.get("value") is not None else "-",
             (job.get("created_at") or "")[:16].replace("T", " "),
@@ -367,8 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a hyperparameter; values are JSON (lr=1e-3, hidden_sizes=[64,64]) or words")
     p.add_argument("--name")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--priority", type=int, default=0,
+                   help="-100 to 100, higher runs first (users: at most 10 unless admin)")
     p.add_argument("--watch", action="store_true", help="follow the job until it ends")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("priority", help="change a queued or running job's priority")
+    p.add_argument("job_id", type=int)
+    p.add_argument("priority", type=int, help="-100 to 100, higher runs first")
+    p.set_defaults(func=cmd_priority)
 
     p = sub.add_parser("list", help="list jobs, newest first")
     p.add_argument("--status")

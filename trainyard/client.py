@@ -76,9 +76,10 @@ class Client:
         *,
         name: str | None = None,
         device: str = "auto",
+        priority: int = 0,
     ) -> dict:
         body = {"model": model, "dataset": dataset, "hyperparameters": hyperparameters or {},
-                "device": device}
+                "device": device, "priority": priority}
         if name:
             body["name"] = name
         return self._call("POST", "/jobs", json=body)
@@ -92,6 +93,10 @@ class Client:
 
     def job(self, job_id: int) -> dict:
         return self._call("GET", f"/jobs/{job_id}")
+
+    def set_priority(self, job_id: int, priority: int) -> dict:
+        """Move a queued (or running) job in the queue: higher runs first."""
+        return self._call("PATCH", f"/jobs/{job_id}", json={"priority": priority})
 
     def cancel(self, job_id: int) -> dict:
         return self._call("POST", f"/jobs/{job_id}/cancel")

@@ -1,6 +1,9 @@
 """The Celery application, configured from Settings.
 
-The broker only carries "please run job <id>": the job itself lives in the database. Two brokers:
+The broker only carries wake-up calls: "a job for this device was queued, come and claim the
+best one" (with the id of the job that caused it, for the logs). Which job runs is decided by
+the database (db/store/scheduling.py), so the broker holds at most one message per job
+submitted or given back, never one per job and period of waiting. Two brokers:
 - distributed: Redis (TRAINYARD_BROKER_URL=redis://...);
 - embedded: a file-system queue under TRAINYARD_HOME/broker (worker/file_queue.py: kombu's
   transport with atomic writes), which needs no server and lets any process of the same user on
@@ -13,12 +16,14 @@ from celery import Celery
 from kombu import Queue
 
 from core.settings import Settings, get_settings
+from core.states import DEVICES
 
+WAKE_TASK = "trainyard.wake"
+# What older versions sent (one message per job, "run job <id>"): still understood, as a wake.
 RUN_JOB_TASK = "trainyard.run_job"
 
-# A job asks for a device; each device has its own queue. A worker consumes the queues its
-# hardware can run: "cpu" and "auto" everywhere, "cuda" only where CUDA exists.
-DEVICE_QUEUES = ("cpu", "cuda", "auto")
+# A job asks for a device; each device has its own queue (core.states.DEVICES).
+DEVICE_QUEUES = DEVICES
 
 
 def queue_for_device(device: str) -> str:
@@ -78,5 +83,13 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 def enqueue_job(app: Celery, job_id: int, device: str) -> None:
-    """Publish "run job <id>" on the queue for the job's device."""
-    app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for_device(device))
+    """Wake a worker that serves the job's device: publish a wake-up naming `job_id` on that
+    device's queue. The worker claims the best queued job it can run, not necessarily this
+    one; this one runs when its turn comes."""
+    app.send_task(WAKE_TASK, args=[job_id], queue=queue_for_device(device))
+
+
+def served_queues(app: Celery) -> list[str]:
+    """The device queues this worker process consumes (all of them outside a worker)."""
+    consumed = app.amqp.queues.consume_from
+    return sorted(consumed) if consumed else list(DEVICE_QUEUES)

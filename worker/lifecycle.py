@@ -29,17 +29,32 @@ log = logging.getLogger("trainyard.worker")
 FORGET_WORKERS_AFTER_SECONDS = 24 * 3600.0
 
 
+def describe_hardware() -> dict:
+    """What GET /workers shows of this process's hardware: torch's version, and the first
+    visible GPU's name and memory where CUDA is available (CUDA is initialised only to ask)."""
+    import torch
+
+    described = {"torch_version": torch.__version__}
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        described.update(gpu_name=props.name, gpu_memory_bytes=int(props.total_memory))
+    return described
+
+
 class PresenceBeat(PeriodicThread):
     """Renews this worker's row every `interval` seconds in a daemon thread."""
 
     def __init__(self, store, name: str, queues: list[str], interval: float) -> None:
         super().__init__("presence", interval)
         self.store, self.name, self.queues = store, name, queues
+        self.started = False  # whether the first beat (which resets the row) got through
 
     def tick(self) -> None:
         try:
+            hardware = {} if self.started else describe_hardware()
             self.store.record_worker_seen(self.name, socket.gethostname(), os.getpid(),
-                                          self.queues)
+                                          self.queues, starting=not self.started, **hardware)
+            self.started = True
             self.store.prune_workers(FORGET_WORKERS_AFTER_SECONDS)
         except Exception:  # noqa: BLE001 - database away: beat again next time
             log.warning("presence beat failed", exc_info=True)

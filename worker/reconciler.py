@@ -8,9 +8,12 @@ at once and each change is made by exactly one of them):
    infrastructure failure, attempt outcome `worker_lost`) and sent to the broker again; once it
    has been lost more than `max_infra_retries` times it ends failed ("worker lost N times;
    giving up"), so a job that kills its worker every time cannot loop forever.
-2. Lost messages: a job queued for longer than `enqueue_grace_seconds` with no worker claiming
-   it is sent again (a broker restarted empty loses its messages; the database does not). A
-   duplicate message is harmless: the claim is a guarded queued -> running transition.
+2. Lost wake-ups: where a live worker sits idle while a job it could run has been queued for
+   longer than `enqueue_grace_seconds`, a wake-up is sent again for that job's device, at most
+   one per idle worker (a broker restarted empty loses its messages; the database does not).
+   While every such worker is busy nothing is sent: a worker takes its next job from the
+   database as soon as it finishes one, so a backlog needs no messages and never grows the
+   broker. A duplicate wake-up is harmless: it claims nothing, or the next job in order.
 
 Recovery is the database's lease, never the broker's visibility timeout. After a pass that
 found the database unreachable, the reconciler requeues no lost job until the database has
@@ -54,11 +57,13 @@ def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = 
                     job.infra_failures, settings.max_infra_retries)
         report.requeued.append(job.id)
         _send(send, job)
-    for job in store.take_jobs_to_resend(settings.enqueue_grace_seconds):
-        log.info("job %s queued for over %s s unclaimed: sent to the broker again", job.id,
-                 settings.enqueue_grace_seconds)
-        report.resent.append(job.id)
-        _send(send, job)
+    for queue, idle in sorted(store.idle_workers_by_queue(settings.lease_seconds).items()):
+        for job in store.take_jobs_to_resend(settings.enqueue_grace_seconds, device=queue,
+                                             limit=idle):
+            log.info("job %s queued for over %s s while a %s worker is idle: waking it again",
+                     job.id, settings.enqueue_grace_seconds, queue)
+            report.resent.append(job.id)
+            _send(send, job)
     return report
 
 

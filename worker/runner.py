@@ -1,7 +1,8 @@
 """Drives models.train.fit() for one job and persists everything it reports through db.store.
 
-The runner owns the job's life on a worker: claim it (a guarded queued -> running transition, so a
-duplicate delivery is harmless), load its data, resume from its latest checkpoint if it has one,
+The runner owns the job's life on a worker: claim the best queued job the worker can run (the
+database's order, db/store/scheduling.py; a guarded queued -> running transition, so any number
+of workers can claim at once), load its data, resume from its latest checkpoint if it has one,
 train, and record the outcome. The training core never sees the database; it talks to
 `PersistingCallbacks`, which batches metric rows, writes them from a background thread, and
 checks for cancellation between steps.
@@ -31,11 +32,13 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from enum import StrEnum
 
 from core.settings import Settings, get_settings
-from core.states import FitEnd, JobStatus, Outcome
+from core.states import DEVICES, FitEnd, JobStatus, Outcome
 from db.store import Store, describe_db_error, is_connection_error
+from db.store.scheduling import device_class_of
 from models.data import text_data_from_string
 from models.limits import check_limits, estimate, shape_of_data
 from models.train import Callbacks, JobSpec, fit, load_checkpoint, load_data
@@ -299,29 +302,50 @@ def _readable_error(exc: BaseException) -> str:
 
 
 class JobRunner:
-    def __init__(self, store: Store, settings: Settings, worker_name: str):
+    def __init__(self, store: Store, settings: Settings, worker_name: str,
+                 queues: Sequence[str] = DEVICES):
         self.store = store
         self.settings = settings
         self.worker_name = worker_name
+        self.queues = list(queues)  # the devices of the jobs this worker may claim
+
+    def run_next(self) -> list[tuple[int, str]]:
+        """Claim the best queued job this worker can run (the database's order: priority,
+        fair share, age; see db/store/scheduling.py), run it, and go on with the next until
+        none is eligible or the worker drains. Returns (job id, what `run` would return) for
+        each job run. A wake-up message that finds nothing to claim returns []."""
+        ran: list[tuple[int, str]] = []
+        while not DRAINING.is_set():
+            job = self.store.claim_next_job(
+                self.worker_name, self.queues, device_class_of(self.queues),
+                max_running_per_owner=self.settings.max_running_jobs_per_user)
+            if job is None:
+                break
+            ran.append((job.id, self._run_job(job)))
+        return ran
 
     def run(self, job_id: int) -> str:
-        """Run one delivered job. Returns succeeded, failed, stopped (cancelled, or taken from
-        this worker), drained (given back to the queue: the caller re-sends it) or
-        skipped:<status> (not queued: a duplicate delivery)."""
+        """Run this job, if it is queued (`run_next` is how workers take jobs: in the queue's
+        order). Returns succeeded, failed, stopped (cancelled, or taken from this worker),
+        drained or preempted (given back to the queue) or skipped:<status> (not queued)."""
         if DRAINING.is_set():
-            # Shutting down: leave the job queued (the message is acknowledged; the caller or
-            # the reconciler re-sends it).
+            # Shutting down: leave the job queued.
             return RunEnd.SKIPPED_DRAINING
-        job = self.store.claim_job(job_id, worker=self.worker_name)
+        job = self.store.claim_job(job_id, worker=self.worker_name,
+                                   device_class=device_class_of(self.queues))
         if job is None:
             # Not queued any more (cancelled, or another worker owns it): a duplicate delivery.
             current = self.store.get_status(job_id)
             log.info("job %s not claimed (status %s): skipping", job_id, current)
             return skipped(current)
+        return self._run_job(job)
 
+    def _run_job(self, job) -> str:
+        """Run a job this worker has just claimed, with its lease renewed meanwhile."""
         attempt = job.attempts
-        log.info("job %s claimed by %s (attempt %s)", job_id, self.worker_name, attempt)
-        heartbeat = Heartbeat(self.store, job_id, attempt, self.settings.heartbeat_seconds).start()
+        log.info("job %s (priority %s, owner %s) claimed by %s (attempt %s)", job.id,
+                 job.priority, job.owner, self.worker_name, attempt)
+        heartbeat = Heartbeat(self.store, job.id, attempt, self.settings.heartbeat_seconds).start()
         try:
             return self._run_claimed(job, attempt, heartbeat)
         finally:
@@ -464,6 +488,7 @@ def store_for(url: str) -> Store:
     return store
 
 
-def get_runner(worker_name: str, settings: Settings | None = None) -> JobRunner:
+def get_runner(worker_name: str, settings: Settings | None = None,
+               queues: Sequence[str] = DEVICES) -> JobRunner:
     settings = settings or get_settings()
-    return JobRunner(store_for(settings.resolved_database_url), settings, worker_name)
+    return JobRunner(store_for(settings.resolved_database_url), settings, worker_name, queues)

@@ -1,4 +1,5 @@
-"""/jobs: submit, list, inspect and cancel training jobs; read metrics, texts and checkpoints."""
+"""/jobs: submit, list, inspect, reprioritise and cancel training jobs; read metrics, texts and
+checkpoints."""
 
 from __future__ import annotations
 
@@ -26,12 +27,15 @@ from api.schemas import (
     JobDetail,
     JobList,
     JobOut,
+    JobPatch,
     JobStatus,
     MetricSeries,
     TextSample,
 )
+from api.security import Principal
 from api.services.datasets import find_dataset
 from db.store import InvalidTransition, JobRecord, NotFound, QuotaExceeded
+from db.tables import PRIORITY_MAX, PRIORITY_MIN
 from models import check_job
 from models.registry import FAMILIES, MODEL_NAMES, SpecError
 from worker.celery_app import enqueue_job
@@ -93,9 +97,10 @@ def submit_job(
     ] = None,
 ) -> JobDetail:
     owner = principal.owner
+    _check_priority(body.priority, principal, settings)
     hyperparameters = _validated_spec(body, settings, store, owner)
     spec = {"model": body.model, "dataset": body.dataset, "hyperparameters": hyperparameters,
-            "device": body.device, "name": body.name}
+            "device": body.device, "name": body.name, "priority": body.priority}
     # One user cannot fill the queue: the store counts and inserts as one step, so concurrent
     # submissions cannot overshoot the cap; a retry of a request that made its job is no new job.
     cap = settings.max_queued_jobs_per_user
@@ -127,8 +132,19 @@ def submit_job(
     return JobDetail.from_record(job)
 
 
+def _check_priority(priority: int, principal: Principal, settings: Any) -> None:
+    """Ordinary users may not jump the queue past the cap; admins may use the whole range."""
+    cap = settings.max_user_priority
+    if priority > cap and not principal.is_admin:
+        raise invalid(("body", "priority"),
+                      f"priority must be at most {cap} for a user who is not an admin "
+                      f"(TRAINYARD_MAX_USER_PRIORITY); admins may use {PRIORITY_MIN} to "
+                      f"{PRIORITY_MAX}")
+
+
 def _differs(job: JobRecord, spec: dict[str, Any]) -> bool:
-    """Whether a retried request asks for something else than the job its key created."""
+    """Whether a retried request asks for something else than the job its key created.
+    (Its priority may have been changed since with PATCH: not a difference.)"""
     return (
         (job.model, job.dataset, job.device) != (spec["model"], spec["dataset"], spec["device"])
         or job.hyperparameters != spec["hyperparameters"]
@@ -196,6 +212,28 @@ def get_job(job: JobDep, store: StoreDep) -> JobDetail:
     return JobDetail.from_record(job, latest_metrics=store.latest_metrics(job.id),
                                  infra_failures=job.infra_failures,
                                  attempt_history=store.list_attempts(job.id))
+
+
+@router.patch(
+    "/{job_id}",
+    response_model=JobDetail,
+    responses={**NOT_FOUND, **JOB_FINISHED, **UNPARSABLE_BODY},
+    summary="Change a queued or running job's priority",
+)
+def patch_job(body: JobPatch, job: JobDep, store: StoreDep, settings: SettingsDep,
+              principal: PrincipalDep) -> JobDetail:
+    # JobDep already answered 404 for a job the caller may not see: owner or admin only.
+    _check_priority(body.priority, principal, settings)
+    try:
+        job = store.set_priority(job.id, body.priority)
+    except NotFound as exc:  # deleted between the two queries
+        raise job_not_found(job.id) from exc
+    except InvalidTransition as exc:
+        raise conflict(f"job {job.id} is {exc.current_status}; only a queued or running job's "
+                       "priority can change") from exc
+    log.info("job %s: priority set to %s by %s", job.id, job.priority, principal.owner)
+    return JobDetail.from_record(job, latest_metrics=store.latest_metrics(job.id),
+                                 infra_failures=job.infra_failures)
 
 
 @router.post(

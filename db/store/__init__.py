@@ -7,7 +7,8 @@
 - `metrics`: metric writes with their block summaries, per-job reads
 - `series`: many runs' curves at once, downsampled in the database (the compare page)
 - `artifacts`: sampled texts, checkpoints, uploaded datasets
-- `workers`: worker presence, for the health report
+- `scheduling`: which queued job a worker claims next (priority, fair share, age), priorities
+- `workers`: what each worker is and does, for the health report, the scheduler, GET /workers
 - `keys`: API keys and dashboard sessions
 - `records` and `errors`: what the store returns and raises
 
@@ -16,7 +17,7 @@ returns plain frozen dataclasses or dicts, never ORM objects, so callers cannot 
 hold a session open by accident.
 
 Job states: queued -> running -> succeeded | failed | cancelled, plus running -> queued for the
-recovery path (`requeue_job`). Every transition is one conditional UPDATE guarded by the
+recovery path, drains and preemption (`requeue_job`). Every transition is one conditional UPDATE guarded by the
 current status (`... WHERE id = :id AND status = 'queued'`), so two workers racing for the
 same job cannot both win: the database serialises the updates and only the first matches.
 """
@@ -39,13 +40,14 @@ from db.store.jobs import JobsMixin
 from db.store.keys import KeysMixin
 from db.store.metrics import MetricsMixin
 from db.store.records import ApiKeyRecord, CheckpointRecord, DatasetRecord, JobRecord
+from db.store.scheduling import SchedulingMixin
 from db.store.series import SeriesMixin
 from db.store.workers import WorkersMixin
 from db.tables import JOB_STATUSES, LOCAL_OWNER
 
 
-class Store(JobsMixin, MetricsMixin, SeriesMixin, ArtifactsMixin, WorkersMixin, KeysMixin,
-            StoreBase):
+class Store(JobsMixin, SchedulingMixin, MetricsMixin, SeriesMixin, ArtifactsMixin,
+            WorkersMixin, KeysMixin, StoreBase):
     """Database access for jobs, metrics, texts, checkpoints, datasets, workers and keys.
 
     `Store(url)` opens an engine (see `db.session.make_engine`); call `migrate()` once at

@@ -17,7 +17,7 @@ from core.states import FINISHED, JobStatus
 from db.store.base import json_safe
 from db.store.errors import Conflict, InvalidTransition, NotFound, QuotaExceeded
 from db.store.records import JobRecord, record_of
-from db.tables import LOCAL_OWNER, Checkpoint, Job, JobAttempt, utcnow
+from db.tables import LOCAL_OWNER, Job, JobAttempt, utcnow
 
 # First half of the two-int Postgres advisory lock held while a job is counted against its
 # owner's queue cap and inserted (the second half: hashtext(owner)). The two-int keys are a
@@ -52,6 +52,7 @@ class JobsMixin:
         idempotency_key: str | None = None,
         owner: str = LOCAL_OWNER,
         max_queued: int | None = None,
+        priority: int = 0,
     ) -> JobRecord:
         """Insert a queued job (attempts 0); unnamed jobs are called `<model>-<dataset>-<id>`.
 
@@ -63,7 +64,8 @@ class JobsMixin:
         """
         try:
             job, _ = self._insert_job(model, dataset, hyperparameters, device, name,
-                                      idempotency_key, utcnow(), owner, max_queued)
+                                      idempotency_key, utcnow(), owner, max_queued,
+                                      priority=priority)
             return job
         except IntegrityError as exc:
             if idempotency_key is not None:
@@ -73,7 +75,7 @@ class JobsMixin:
     def create_job_once(
         self, idempotency_key: str, model: str, dataset: str,
         hyperparameters: Mapping[str, Any], device: str = "auto", name: str | None = None,
-        owner: str = LOCAL_OWNER, max_queued: int | None = None,
+        owner: str = LOCAL_OWNER, max_queued: int | None = None, priority: int = 0,
     ) -> tuple[JobRecord, bool]:
         """The owner's job created with `idempotency_key`, creating it if none is:
         (job, created). A retry is answered with its job even when the queue cap
@@ -89,7 +91,7 @@ class JobsMixin:
         try:
             return self._insert_job(model, dataset, hyperparameters, device, name,
                                     idempotency_key, utcnow(), owner, max_queued,
-                                    reuse_key=True)
+                                    reuse_key=True, priority=priority)
         except IntegrityError as exc:
             existing = self.get_job_by_idempotency_key(idempotency_key, owner)
             if existing is None:  # pragma: no cover - the winner's row was deleted meanwhile
@@ -117,7 +119,8 @@ class JobsMixin:
             session.connection().exec_driver_sql("BEGIN IMMEDIATE")
 
     def _insert_job(self, model, dataset, hyperparameters, device, name, idempotency_key,
-                    now, owner, max_queued=None, reuse_key=False) -> tuple[JobRecord, bool]:
+                    now, owner, max_queued=None, reuse_key=False,
+                    priority: int = 0) -> tuple[JobRecord, bool]:
         """(job, created). With `max_queued`, one transaction locks the owner's queue
         (`_lock_owner_queue`), counts its queued jobs (QuotaExceeded at the cap) and inserts.
         With `reuse_key` too, the owner's job already made with `idempotency_key` is returned
@@ -149,6 +152,7 @@ class JobsMixin:
                 infra_failures=0,
                 idempotency_key=idempotency_key,
                 owner=owner,
+                priority=priority,
             )
             s.add(job)
             s.flush()
@@ -226,43 +230,20 @@ class JobsMixin:
                            JobAttempt.ended_at.is_(None))
                     .values(ended_at=values["updated_at"], outcome=close_attempt)
                 )
+                self._release_worker(s, job_id, lost=close_attempt == "worker_lost")
             return record_of(JobRecord, row)
 
-    def claim_job(self, job_id: int, worker: str) -> JobRecord | None:
-        """Atomically move a queued job to running for `worker` (attempts += 1), and record
+    def claim_job(self, job_id: int, worker: str, device_class: str | None = None
+                  ) -> JobRecord | None:
+        """Atomically move this queued job to running for `worker` (attempts += 1), and record
         the attempt (its number is the new `attempts`; it resumes from the newest checkpoint's
-        epoch, if any) in the same transaction.
+        epoch, if any) in the same transaction. Workers claim with `claim_next_job` (the
+        queue's order); this one is for a job chosen by id.
 
         Returns None when the job is not queued (already claimed, cancelled, unknown).
         """
-        now = utcnow()
         with self._session() as s:
-            row = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "queued")
-                .values(
-                    status="running",
-                    worker=worker,
-                    attempts=Job.attempts + 1,
-                    started_at=now,
-                    heartbeat_at=now,
-                    finished_at=None,
-                    error=None,
-                    updated_at=now,
-                )
-                .returning(*Job.__table__.c)
-            ).first()
-            if row is None:
-                return None
-            resumed_from = s.scalar(
-                select(Checkpoint.epoch)
-                .where(Checkpoint.job_id == job_id)
-                .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
-                .limit(1)
-            )
-            s.add(JobAttempt(job_id=job_id, number=row.attempts, worker=worker, started_at=now,
-                             resumed_from_epoch=resumed_from))
-            return record_of(JobRecord, row)
+            return self._claim_in(s, job_id, worker, device_class)
 
     def heartbeat(self, job_id: int, attempt: int | None = None) -> bool:
         """Record that the running job's worker is alive; False if the job is not running
@@ -362,17 +343,23 @@ class JobsMixin:
                 (failed if record.status == "failed" else requeued).append(record)
         return requeued, failed
 
-    def take_jobs_to_resend(self, grace_seconds: float) -> list[JobRecord]:
+    def take_jobs_to_resend(self, grace_seconds: float, device: str | None = None,
+                            limit: int | None = None) -> list[JobRecord]:
         """Queued jobs last sent to the broker more than `grace_seconds` ago (their message
-        may be lost: a broker restarted empty). Marks each as sent now, with a guarded UPDATE,
-        so that of several reconcilers only one re-sends a job; the caller sends them."""
+        may be lost: a broker restarted empty), of `device` if given, at most `limit`, in the
+        queue's order (priority, then age). Marks each as sent now, with a guarded UPDATE, so
+        that of several reconcilers only one re-sends a job; the caller sends them."""
         now = utcnow()
         cutoff = now - dt.timedelta(seconds=grace_seconds)
         due = or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff)
+        stmt = (select(Job.id).where(Job.status == "queued", due)
+                .order_by(Job.priority.desc(), Job.id))
+        if device is not None:
+            stmt = stmt.where(Job.device == device)
+        if limit is not None:
+            stmt = stmt.limit(max(0, limit))
         with self._session() as s:
-            ids = list(s.scalars(
-                select(Job.id).where(Job.status == "queued", due).order_by(Job.id)
-            ))
+            ids = list(s.scalars(stmt))
         claimed = []
         for job_id in ids:
             record = self._transition(job_id, ("queued",), {"enqueued_at": now}, where=[due])

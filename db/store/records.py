@@ -46,6 +46,9 @@ class JobRecord(Record):
     enqueued_at: dt.datetime | None = None
     idempotency_key: str | None = None
     owner: str = LOCAL_OWNER
+    priority: int = 0
+    device_class: str | None = None
+    preempt_requested_at: dt.datetime | None = None
 
     @property
     def finished(self) -> bool:

@@ -1,31 +1,69 @@
-"""Worker presence: who is consuming which queue, for the health report."""
+"""Workers: who is consuming which queue (the presence beat), what each is doing (idle, busy,
+draining), for the health report, the scheduler and GET /workers."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.orm import Session
 
+from db.store.scheduling import device_class_of
 from db.tables import Job, Worker, utcnow
 
 
 class WorkersMixin:
     """One row per worker process, renewed while its consumer runs."""
 
-    def record_worker_seen(self, name: str, hostname: str, pid: int, queues: Sequence[str]
-                           ) -> None:
-        """A worker's presence beat: insert its row or renew `seen_at` (one upsert)."""
+    def record_worker_seen(self, name: str, hostname: str, pid: int, queues: Sequence[str],
+                           starting: bool = False, gpu_name: str | None = None,
+                           gpu_memory_bytes: int | None = None,
+                           torch_version: str | None = None) -> None:
+        """A worker's presence beat: insert its row or renew `seen_at` (one upsert). With
+        `starting` (a process's first beat) the row starts over as idle, not draining, and
+        takes the process's hardware description."""
         now = utcnow()
+        described = {"device_class": device_class_of(queues), "gpu_name": gpu_name,
+                     "gpu_memory_bytes": gpu_memory_bytes, "torch_version": torch_version}
         stmt = self._dialect_insert(Worker.__table__).values(
             name=name, hostname=hostname, pid=pid, queues=",".join(queues), started_at=now,
-            seen_at=now, stopped_at=None)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[Worker.__table__.c.name],
-            set_={"seen_at": now, "stopped_at": None, "pid": pid,
-                  "queues": stmt.excluded.queues})
+            seen_at=now, stopped_at=None, state="idle", jobs_done=0, infra_failures=0,
+            **described)
+        renewed = {"seen_at": now, "stopped_at": None, "pid": pid,
+                   "queues": stmt.excluded.queues}
+        if starting:
+            renewed.update(hostname=hostname, state="idle", job_id=None,
+                           drain_requested_at=None, **described)
+        stmt = stmt.on_conflict_do_update(index_elements=[Worker.__table__.c.name],
+                                          set_=renewed)
         with self._session() as s:
             s.execute(stmt)
+
+    def _release_worker(self, s: Session, job_id: int, lost: bool = False) -> None:
+        """In session `s`, where an attempt of `job_id` ends: the worker that held it is idle
+        again (a draining one stays draining) with one more job done, and one more
+        infrastructure failure if it was `lost`."""
+        s.execute(
+            update(Worker).where(Worker.job_id == job_id).values(
+                state=case((Worker.state == "draining", "draining"), else_="idle"),
+                job_id=None, jobs_done=Worker.jobs_done + 1,
+                infra_failures=Worker.infra_failures + (1 if lost else 0)))
+
+    def idle_workers_by_queue(self, alive_seconds: float) -> dict[str, int]:
+        """{queue: live idle workers serving it}: seen within `alive_seconds`, not stopped,
+        idle (not busy, not draining). The reconciler re-sends a wake-up only where a worker
+        sits idle, so a backlog behind busy workers never grows the broker."""
+        cutoff = utcnow() - dt.timedelta(seconds=alive_seconds)
+        with self._session() as s:
+            served = s.scalars(select(Worker.queues).where(
+                Worker.seen_at >= cutoff, Worker.stopped_at.is_(None),
+                Worker.state == "idle")).all()
+        idle: dict[str, int] = {}
+        for queues in served:
+            for queue in filter(None, queues.split(",")):
+                idle[queue] = idle.get(queue, 0) + 1
+        return idle
 
     def record_worker_stopped(self, name: str) -> None:
         with self._session() as s:

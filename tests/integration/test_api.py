@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from db.store import Store
 from core.settings import Settings
-from worker.celery_app import RUN_JOB_TASK, make_celery
+from worker.celery_app import WAKE_TASK, make_celery
 
 UPLOAD_LIMIT = 4096  # the api_settings fixture's max_upload_bytes
 JOB_FIELDS = {
@@ -193,9 +193,9 @@ def test_submit_job_stores_it_and_puts_its_id_on_the_broker(client, store, api_s
     # The database is the truth...
     record = store.get_job(job["id"])
     assert record is not None and record.status == "queued" and record.hyperparameters == hp
-    # ...and the broker carries only "run job <id>", on the queue of the job's device.
+    # ...and the broker carries only a wake-up naming it, on the queue of the job's device.
     assert broker_messages(api_settings) == [
-        {"task": RUN_JOB_TASK, "args": [job["id"]], "kwargs": {}, "queue": "cpu"}
+        {"task": WAKE_TASK, "args": [job["id"]], "kwargs": {}, "queue": "cpu"}
     ]
 
 

@@ -73,12 +73,18 @@ def test_a_poison_job_fails_after_max_infra_retries(store):
     assert outcomes(store, job.id) == ["worker_lost"] * 3
 
 
-def test_queued_jobs_are_resent_once_per_grace_period(store):
+def test_a_lost_wake_up_is_resent_once_and_only_where_a_worker_is_idle(store):
     a, b = new_job(store), new_job(store)
-    store.claim_job(b.id, worker="w")  # running: not the resender's business
+    store.record_worker_seen("busy-worker", "host", 1, ["cpu", "auto"], starting=True)
+    store.claim_job(b.id, worker="busy-worker")  # running: not the resender's business
     settings = Settings(lease_seconds=3600, enqueue_grace_seconds=0.5)
     time.sleep(0.6)
     sent = []
+    # Every worker that could run `a` is busy: it waits its turn, and nothing is sent (a
+    # backlog must not grow the broker; the busy worker claims it from the database next).
+    assert reconcile_once(store, lambda i, d: sent.append(i), settings).resent == []
+
+    store.record_worker_seen("idle-worker", "host", 2, ["cpu", "auto"], starting=True)
     with ThreadPoolExecutor(4) as pool:  # four workers' reconcilers at once
         list(pool.map(lambda _: reconcile_once(store, lambda i, d: sent.append(i), settings),
                       range(4)))
