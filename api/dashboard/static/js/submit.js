@@ -93,6 +93,7 @@ function buildForm(form) {
     dataset: h("select", { id: "dataset", name: "dataset" }),
     name: h("input", { id: "name", name: "name", type: "text", maxlength: "200", placeholder: "optional, e.g. relu-baseline", autocomplete: "off" }),
     device: h("select", { id: "device", name: "device" }, ["auto", "cpu", "cuda"].map((d) => h("option", { value: d, text: d }))),
+    priority: h("input", { id: "priority", name: "priority", type: "number", min: "-100", max: "100", step: "1", value: "0" }),
     description: h("p", { class: "muted", id: "model-description" }),
     hyperparameters: h("div", { class: "field-grid", id: "hyperparameters" }),
     formError: h("div", { class: "banner banner-error", id: "form-error", hidden: true, role: "alert" }),
@@ -105,7 +106,8 @@ function buildForm(form) {
       field(form, "model", "Model", ui.model, null),
       field(form, "dataset", "Dataset", ui.dataset, "datasets that fit the model; upload text with POST /datasets"),
       field(form, "name", "Name", ui.name, "a label for the run"),
-      field(form, "device", "Device", ui.device, "auto: a GPU when the worker has one")),
+      field(form, "device", "Device", ui.device, "auto: a GPU when the worker has one"),
+      field(form, "priority", "Priority", ui.priority, "-100 to 100, higher runs first")),
     ui.description,
     h("h2", { text: "Hyperparameters" }),
     h("p", { class: "muted", text: "Every field starts at its default; only the ones you change are sent." }),
@@ -202,8 +204,13 @@ function readBody(form) {
       hyperparameters[key] = value;
     }
   }
+  const priority = Number(ui.priority.value || 0);
+  if (!Number.isInteger(priority)) {
+    showFieldError(form, "priority", "a whole number from -100 to 100");
+    clientError = true;
+  }
   if (clientError) return null;
-  const body = { model: ui.model.value, dataset: ui.dataset.value, hyperparameters, device: ui.device.value };
+  const body = { model: ui.model.value, dataset: ui.dataset.value, hyperparameters, device: ui.device.value, priority };
   if (ui.name.value.trim()) body.name = ui.name.value;
   return body;
 }
