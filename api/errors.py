@@ -74,6 +74,10 @@ def checkpoint_not_found(job_id: int, checkpoint_id: int) -> HTTPException:
     return not_found(f"checkpoint {checkpoint_id} of job {job_id} not found")
 
 
+def worker_not_found(name: str) -> HTTPException:
+    return not_found(f"worker {name!r} not found (unknown, or stopped)")
+
+
 def conflict(detail: str) -> HTTPException:
     return HTTPException(status_code=409, detail=detail)
 
@@ -175,6 +179,9 @@ SERIES_REQUEST_INVALID = answer(
     422, "Bad ids, names or max_points, or more runs x names (or points) than one request may "
     "read (TRAINYARD_MAX_COMPARE_SERIES), with the field to change and the maximum.")
 DATASET_NAME_TAKEN = answer(409, "The name is taken.")
+WORKER_NOT_FOUND = answer(404, "No such worker (or it stopped cleanly).")
+ADMIN_ONLY = answer(403, "The caller is not an admin (or a session request that changes state "
+                         "came without its X-CSRF-Token).")
 UPLOAD_TOO_LARGE = answer(413, "The file is larger than the upload limit.")
 # The /auth routes are public (they check credentials themselves), so they list their own.
 UNAUTHORIZED = answer(401, "No valid API key or session.")

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from core import states
 from db.store import CheckpointRecord, DatasetRecord, JobRecord
+from db.store.records import WorkerRecord
 from db.tables import PRIORITY_MAX, PRIORITY_MIN
 
 
@@ -154,6 +155,37 @@ class BestMetric(BaseModel):
     value: float | None
 
 
+# Why a queued job waits; the first that holds, in this order (api/services/queue.py).
+QueueReasonCode = Literal["no_worker", "owner_limit", "next", "preempting", "higher_priority",
+                          "workers_busy"]
+
+
+class QueueReason(BaseModel):
+    code: QueueReasonCode = Field(
+        description="Stable, for programs: no_worker (no live worker serves its device, or "
+        "only draining ones), owner_limit (its owner runs TRAINYARD_MAX_RUNNING_JOBS_PER_USER "
+        "jobs already), next (a worker is idle for it, or it is first in line), preempting (a "
+        "lower-priority job is being stopped to free a worker for it), higher_priority (jobs "
+        "of higher priority are ahead), workers_busy (every worker that could run it is busy "
+        "with the jobs ahead)."
+    )
+    message: str = Field(description="The same, as a sentence for people, with the numbers.")
+
+
+class QueueInfo(BaseModel):
+    position: int = Field(
+        ge=1, description="1-based, among the queued jobs that could take the same workers "
+        "(device the same or auto; every queued job for an auto job), by priority then age."
+    )
+    jobs_ahead: int = Field(ge=0, description="position - 1.")
+    reason: QueueReason
+    estimated_start_seconds: float | None = Field(
+        ge=0, description="Seconds until a worker is expected to take it, from the ETAs of "
+        "the running jobs (and the mean duration of recent jobs when more are ahead than "
+        "there are workers); null when unknown."
+    )
+
+
 class RunBase(BaseModel):
     """What names a run in every answer about jobs; each subclass adds its own fields."""
 
@@ -188,6 +220,10 @@ class JobOut(RunBase):
         default=None,
         description="In GET /jobs only: the best value so far of the job's headline metric.",
     )
+    queue_position: int | None = Field(
+        default=None, description="In GET /jobs and GET /jobs/{id}: a queued job's position "
+        "in line (queue.position); null for other jobs.",
+    )
 
     @classmethod
     def from_record(cls, job: JobRecord, **details: Any) -> Self:
@@ -206,7 +242,9 @@ class AttemptOut(BaseModel):
     ended_at: datetime | None = Field(description="null while the attempt runs.")
     outcome: Outcome | None = Field(
         description="null while it runs; worker_lost: the worker stopped heart-beating (an "
-        "infrastructure failure); drained: its worker shut down and gave the job back."
+        "infrastructure failure); drained: its worker shut down or was drained and gave the "
+        "job back; preempted: a job of higher priority needed the worker (checkpointed at its "
+        "last step, resumed exactly later)."
     )
     resumed_from_epoch: int | None = Field(
         description="The checkpoint's epoch this attempt resumed from; null: from scratch."
@@ -223,6 +261,10 @@ class JobDetail(JobOut):
     )
     attempt_history: list[AttemptOut] = Field(
         default_factory=list, description="In GET /jobs/{id}: every attempt, oldest first."
+    )
+    queue: QueueInfo | None = Field(
+        default=None, description="In GET /jobs/{id}, for a queued job: its place in line, "
+        "why it waits and when it should start; null for other jobs."
     )
 
 
@@ -402,6 +444,49 @@ class Health(BaseModel):
     queues: dict[str, QueueHealth] = Field(
         description="Per device queue (cpu, cuda, auto) with jobs or workers.")
     problems: list[str] = Field(description="What is wrong, in words; empty when ok.")
+
+
+class WorkerOut(BaseModel):
+    """A worker process, as GET /workers shows it."""
+
+    name: str = Field(description="Its node name (trainyard worker --name), e.g. gpu1@box: "
+                      "what a job's `worker` field names.")
+    host: str = Field(description="The machine it runs on.")
+    pid: int = Field(description="Its process id on that machine.")
+    queues: list[str] = Field(description="The device queues it serves, e.g. cpu, auto.")
+    device_class: Literal["cpu", "cuda"] = Field(
+        description="cuda when it serves the cuda queue (the jobs it runs count toward fair "
+        "share among cuda workers), else cpu.")
+    gpu_name: str | None = Field(description="Its first visible GPU; null without CUDA.")
+    gpu_memory_bytes: int | None = Field(description="That GPU's memory; null without CUDA.")
+    torch_version: str | None
+    state: Literal["idle", "busy", "draining", "lost"] = Field(
+        description="idle: waiting for a job; busy: running one; draining: an admin asked it "
+        "to give its job back and take no new one (until its process restarts); lost: not "
+        "seen for TRAINYARD_LEASE_SECONDS (killed, hung or cut off) without stopping cleanly.")
+    job_id: int | None = Field(
+        description="The job it is running; null when idle, and when that job is not the "
+        "caller's to see (only its owner and admins see it).")
+    seen_at: datetime = Field(description="Its last heartbeat (presence beat).")
+    seen_seconds_ago: float = Field(description="How long ago that was, by the server's clock.")
+    started_at: datetime = Field(description="When a worker of this name was first seen.")
+    jobs_done: int = Field(description="Attempts it has ended, whatever their outcome.")
+    infra_failures: int = Field(
+        description="Its jobs taken back because it stopped heart-beating.")
+    drain_requested_at: datetime | None = Field(
+        description="When an admin asked it to drain; null otherwise.")
+
+    @classmethod
+    def from_record(cls, worker: WorkerRecord, show_job: bool) -> Self:
+        """The worker as the API shows it; its job only where `show_job`."""
+        return cls(**same_named(worker, cls, skip=("job_id",)), host=worker.hostname,
+                   job_id=worker.job_id if show_job else None)
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut] = Field(description="Every worker that has not stopped cleanly, by "
+                                   "name (forgotten after TRAINYARD_FORGET_WORKERS_SECONDS).")
+    lease_seconds: float = Field(description="A worker not seen for this long is lost.")
 
 
 class SignIn(BaseModel):

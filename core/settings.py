@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(
         default=10.0, gt=0, description="How often each worker runs the reconciler."
     )
+    forget_workers_seconds: float = Field(
+        default=24 * 3600.0, gt=0,
+        description="A worker not seen for this long (stopped, or lost) is forgotten: GET "
+        "/workers no longer lists it.",
+    )
     enqueue_grace_seconds: float = Field(
         default=120.0, gt=0,
         description="A job queued this long while a live worker that could run it sits idle "
@@ -161,6 +166,12 @@ class Settings(BaseSettings):
         description="GET /compare/series reads at most this many series (runs x metric names) "
         "of 200 points in one request; more is refused with 422. Asking for more points per "
         "series allows proportionally fewer series.",
+    )
+    compare_cache_bytes: int = Field(
+        default=64 * 2**20, ge=0,
+        description="Memory (estimated) each API process may keep for the downsampled curves "
+        "of finished runs that GET /compare/series has read, so the compare page's polls "
+        "re-read only live runs; 0 turns the cache off.",
     )
     log_level: str = "INFO"
 

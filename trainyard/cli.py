@@ -231,14 +231,16 @@ def cmd_list(args, settings) -> int:
     with _client(settings) as client:
         page = client.jobs(status=args.status, model=args.model, limit=args.limit)
     table = Table(title=f"{page['total']} jobs")
+    # Narrow terminals wrap the long columns (name, best), never a status or a number.
     for column in ("id", "name", "model", "dataset", "status", "priority", "epoch", "best",
                    "created"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("id", "status", "priority", "epoch"))
     for job in page["items"]:
         progress = job.get("progress") or {}
         best = job.get("best_metric") or {}
         table.add_row(
-            str(job["id"]), job.get("name") or "", job["model"], job["dataset"], job["status"],
+            str(job["id"]), job.get("name") or "", job["model"], job["dataset"],
+            job["status"] + (f" #{job['queue_position']}" if job.get("queue_position") else ""),
             str(job.get("priority", 0)),
             f"{progress.get('epoch') or 0}/{progress.get('total_epochs') or '?'}",
             f"{best['name']} {best['value']:.4g}" if best.get("value") is not None else "-",
@@ -248,9 +250,27 @@ def cmd_list(args, settings) -> int:
     return 0
 
 
+def _queue_lines(job: dict) -> list[str]:
+    """A queued job's place in line, why it waits and when it should start, for people."""
+    queue = job.get("queue")
+    if not queue:
+        return []
+    ahead = queue["jobs_ahead"]
+    start = queue.get("estimated_start_seconds")
+    return [
+        f"queued: #{queue['position']} in queue, {ahead} job{'' if ahead == 1 else 's'} ahead",
+        f"why: {queue['reason']['message']} ({queue['reason']['code']})",
+        "estimated start: " + ("unknown" if start is None else f"in {_fmt_eta(start)}"),
+    ]
+
+
 def cmd_show(args, settings) -> int:
     with _client(settings) as client:
-        print(json.dumps(client.job(args.job_id), indent=2))
+        job = client.job(args.job_id)
+    print(json.dumps(job, indent=2))
+    # The JSON stays alone on stdout (for jq and scripts); the summary goes to the terminal.
+    for line in _queue_lines(job):
+        print(line, file=sys.stderr)
     return 0
 
 
@@ -342,6 +362,41 @@ def cmd_datasets(args, settings) -> int:
     return 0
 
 
+def _hardware(worker: dict) -> str:
+    """The worker's device class, with its GPU and the GPU's memory where it has one."""
+    if not worker.get("gpu_name"):
+        return worker["device_class"]
+    memory = worker.get("gpu_memory_bytes")
+    size = f" ({memory / 2**30:.0f} GiB)" if memory else ""
+    return f"{worker['device_class']}: {worker['gpu_name']}{size}"
+
+
+def cmd_workers(args, settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    with _client(settings) as client:
+        if args.drain:
+            worker = client.drain_worker(args.drain)
+            job = (f"; job {worker['job_id']} goes back to the queue at its next step"
+                   if worker.get("job_id") else "")
+            print(f"worker {worker['name']} is draining: it takes no new job{job}; it serves "
+                  "again once its process restarts")
+            return 0
+        workers = client.workers()
+    table = Table(title=f"{len(workers)} workers")
+    for column in ("name", "state", "job", "device", "torch", "heartbeat", "jobs done",
+                   "infra failures", "queues"):
+        table.add_column(column)
+    for w in workers:
+        table.add_row(
+            w["name"], w["state"], str(w["job_id"]) if w.get("job_id") else "-", _hardware(w),
+            w.get("torch_version") or "-", f"{_fmt_eta(w['seen_seconds_ago'])} ago",
+            str(w["jobs_done"]), str(w["infra_failures"]), ",".join(w["queues"]))
+    Console().print(table)
+    return 0
+
+
 # ---------------------------------------------------------------- argument parsing
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainyard", description=__doc__)
@@ -404,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare runs: differing hyperparameters, final/best metrics")
     p.add_argument("job_ids", type=int, nargs="+")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("workers", help="list the workers: state, job, GPU, last heartbeat")
+    p.add_argument("--drain", metavar="NAME",
+                   help="admin: the worker gives its job back at the next step (it resumes "
+                   "elsewhere) and takes no new one")
+    p.set_defaults(func=cmd_workers)
 
     p = sub.add_parser("models", help="the model catalogue with every hyperparameter's range")
     p.set_defaults(func=cmd_models)

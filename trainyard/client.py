@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -143,3 +144,13 @@ class Client:
 
     def health(self) -> dict:
         return self._call("GET", "/healthz")
+
+    # ---- workers ----
+    def workers(self) -> list[dict]:
+        """Every worker that has not stopped cleanly: state (idle, busy, draining, lost),
+        job, hardware, last heartbeat."""
+        return self._call("GET", "/workers")["items"]
+
+    def drain_worker(self, name: str) -> dict:
+        """Admin only: the worker gives its job back at the next step and takes no new one."""
+        return self._call("POST", f"/workers/{quote(name, safe='')}/drain")

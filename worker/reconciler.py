@@ -14,6 +14,11 @@ at once and each change is made by exactly one of them):
    While every such worker is busy nothing is sent: a worker takes its next job from the
    database as soon as it finishes one, so a backlog needs no messages and never grows the
    broker. A duplicate wake-up is harmless: it claims nothing, or the next job in order.
+3. Preemption (when `settings.preemption` is on): where a queued job finds every live worker
+   that could run it busy with jobs of strictly lower priority, the lowest of those is asked to
+   give its worker back (db/store/preemption.py; not before its attempt has run
+   `preemption_min_run_seconds`). Its worker stops it at the next step with a checkpoint,
+   requeues it (attempt outcome `preempted`) and claims the job that asked.
 
 Recovery is the database's lease, never the broker's visibility timeout. After a pass that
 found the database unreachable, the reconciler requeues no lost job until the database has
@@ -39,6 +44,7 @@ class ReconcileReport:
     requeued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     resent: list[int] = field(default_factory=list)
+    preempted: list[int] = field(default_factory=list)  # running jobs asked to stop
 
 
 def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = True
@@ -64,6 +70,14 @@ def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = 
                      job.id, settings.enqueue_grace_seconds, queue)
             report.resent.append(job.id)
             _send(send, job)
+    if settings.preemption:
+        for asked in store.request_preemptions(settings.lease_seconds,
+                                               settings.preemption_min_run_seconds,
+                                               settings.max_running_jobs_per_user):
+            log.info("job %s (priority %s) on %s asked to stop for job %s (priority %s)",
+                     asked.job_id, asked.priority, asked.worker, asked.for_job_id,
+                     asked.for_priority)
+            report.preempted.append(asked.job_id)
     return report
 
 

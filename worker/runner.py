@@ -16,6 +16,14 @@ process is asked to shut down (`DRAINING`, set on SIGTERM), the job stops at the
 boundary, checkpoints that step and goes back to the queue (attempt outcome `drained`); the task
 re-sends it and the next worker resumes at the following step.
 
+Preemption: when a reconciler asks a running job to give its worker to a queued job of higher
+priority (`jobs.preempt_requested_at`, see db/store/preemption.py), the worker learns it at its
+next status check (every `cancel_check_seconds`, the same query as the cancel check), stops at
+the next step with a checkpoint there, as a drain does, and puts the job back in the queue
+(attempt outcome `preempted`, not an infrastructure failure); `run_next` then claims the best
+queued job, the one that asked. The preempted job resumes later exactly at that step. A cancel
+wins: a job cancelled meanwhile is not requeued.
+
 Limits: a job may run for `job_time_limit_seconds` in all, summed over its attempts (as the
 attempts table records them: a lost worker's attempt counts until the reconciler ended it). Past
 that the job stops at the next step, checkpoints it and fails with the reason; a resumed job gets
@@ -202,7 +210,10 @@ class PersistingCallbacks(Callbacks):
         self._pending: list[tuple[str, int, int, float, float]] = []
         self._last_flush = time.monotonic()
         self._last_cancel_check = time.monotonic()
-        self._stop = False
+        self._stop = False  # cancelled, or taken from this worker
+        # A job of higher priority needs this worker: stop at the next step, checkpoint it and
+        # give the job back (see db/store/preemption.py). A cancel found at the same check wins.
+        self.preempted = False
         self._closed = False
 
     # ---- metrics: buffered, then written in one transaction per flush ----
@@ -259,8 +270,11 @@ class PersistingCallbacks(Callbacks):
             self._stop = True
 
     def _check_status(self) -> None:
-        if self.store.get_status(self.job_id) != JobStatus.RUNNING:
+        status, preempt_requested_at = self.store.run_signals(self.job_id)
+        if status != JobStatus.RUNNING:
             self._stop = True
+        elif preempt_requested_at is not None:
+            self.preempted = True
 
     def should_stop(self) -> bool:
         # Checked first so that the reason is known even when a drain or cancel comes too.
@@ -273,14 +287,15 @@ class PersistingCallbacks(Callbacks):
         if not self._stop and now - self._last_cancel_check >= self.cancel_check_seconds:
             self._last_cancel_check = now
             self.writer.submit(self._check_status)  # answered on the writer thread
-        return self._stop
+        return self._stop or self.preempted
 
     def checkpoint_on_stop(self) -> bool:
-        # A drained job is given back and resumes exactly at this step elsewhere; one out of
-        # time keeps the work it did; a cancelled job needs no checkpoint, and one taken from
-        # this worker must not get ours.
+        # A drained or preempted job is given back and resumes exactly at this step; one out
+        # of time keeps the work it did; a cancelled job needs no checkpoint, and one taken
+        # from this worker must not get ours.
         lost = self.heartbeat is not None and self.heartbeat.lost.is_set()
-        return (DRAINING.is_set() or self.timed_out) and not lost and not self._stop
+        given_back = DRAINING.is_set() or self.timed_out or self.preempted
+        return given_back and not lost and not self._stop
 
 
 def storable_text(text: str) -> str:
@@ -416,7 +431,15 @@ class JobRunner:
                            attempt=attempt):
                 log.info("job %s drained at step %s: back in the queue", job_id, result.steps_done)
                 return Outcome.DRAINED
-        # fit() stopped because should_stop() said so: cancelled, or taken from this worker.
+        # Preempted: as a drain, but this worker stays (run_next claims the job that asked for
+        # it). Guarded by the attempt, so a cancel that came meanwhile wins (stopped below).
+        if (callbacks.preempted and not heartbeat.lost.is_set()
+                and self._retry(self.store.requeue_job, job_id, outcome=Outcome.PREEMPTED,
+                                attempt=attempt)):
+            log.info("job %s preempted at step %s: back in the queue", job_id, result.steps_done)
+            return Outcome.PREEMPTED
+        # fit() stopped because should_stop() said so: cancelled, or taken from this worker
+        # (or given back just as it was cancelled).
         log.info("job %s stopped at epoch %s (status %s)", job_id, result.epochs_done,
                  self.store.get_status(job_id))
         return RunEnd.STOPPED

@@ -1,6 +1,6 @@
 """One router per resource; `api.main.create_app` includes them all."""
 
-from api.routes import auth, catalogue, compare, dashboard, datasets, docs, health, jobs
+from api.routes import auth, catalogue, compare, dashboard, datasets, docs, health, jobs, workers
 
 # Behind an API key or dashboard session (api/security.py).
 PROTECTED_ROUTERS = (
@@ -8,6 +8,7 @@ PROTECTED_ROUTERS = (
     compare.router,
     catalogue.router,
     datasets.router,
+    workers.router,
     docs.router,  # /openapi.json and /docs: not in the schema they serve
 )
 # /healthz for load balancers, the dashboard's static shell (it holds no data, and shows the

@@ -34,6 +34,7 @@ from api.schemas import (
 )
 from api.security import Principal
 from api.services.datasets import find_dataset
+from api.services.queue import queue_info
 from db.store import InvalidTransition, JobRecord, NotFound, QuotaExceeded
 from db.tables import PRIORITY_MAX, PRIORITY_MIN
 from models import check_job
@@ -200,18 +201,26 @@ def list_jobs(
         jobs, total = store.list_jobs(status=status, model=model, limit=limit, offset=offset,
                                       owner=principal.owner_filter)
     bests = store.best_metrics([job.id for job in jobs], LISTED_METRICS)
+    # One query for the page's queued jobs, whatever their number ("#3 in queue").
+    positions = store.queue_positions([job.id for job in jobs if job.status == "queued"])
     items = [
-        JobOut.from_record(job, best_metric=_best_metric(job.model, bests.get(job.id, {})))
+        JobOut.from_record(job, best_metric=_best_metric(job.model, bests.get(job.id, {})),
+                           queue_position=positions.get(job.id))
         for job in jobs
     ]
     return JobList(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses=NOT_FOUND, summary="One job")
-def get_job(job: JobDep, store: StoreDep) -> JobDetail:
+def get_job(job: JobDep, store: StoreDep, settings: SettingsDep) -> JobDetail:
+    # A queued job says where it stands and why it waits (null once it has left the queue,
+    # even if it did so since `job` was read).
+    facts = store.queue_facts(job.id, settings.lease_seconds) if job.status == "queued" else None
+    queue = queue_info(facts, settings.max_running_jobs_per_user) if facts else None
     return JobDetail.from_record(job, latest_metrics=store.latest_metrics(job.id),
                                  infra_failures=job.infra_failures,
-                                 attempt_history=store.list_attempts(job.id))
+                                 attempt_history=store.list_attempts(job.id), queue=queue,
+                                 queue_position=queue.position if queue else None)
 
 
 @router.patch(

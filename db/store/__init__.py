@@ -8,6 +8,8 @@
 - `series`: many runs' curves at once, downsampled in the database (the compare page)
 - `artifacts`: sampled texts, checkpoints, uploaded datasets
 - `scheduling`: which queued job a worker claims next (priority, fair share, age), priorities
+- `preemption`: which running jobs give their worker to a queued job of higher priority
+- `queue`: a queued job's place in line and what it waits for (GET /jobs/{id}'s `queue`)
 - `workers`: what each worker is and does, for the health report, the scheduler, GET /workers
 - `keys`: API keys and dashboard sessions
 - `records` and `errors`: what the store returns and raises
@@ -39,6 +41,8 @@ from db.store.errors import (
 from db.store.jobs import JobsMixin
 from db.store.keys import KeysMixin
 from db.store.metrics import MetricsMixin
+from db.store.preemption import PreemptionMixin
+from db.store.queue import QueueMixin
 from db.store.records import ApiKeyRecord, CheckpointRecord, DatasetRecord, JobRecord
 from db.store.scheduling import SchedulingMixin
 from db.store.series import SeriesMixin
@@ -46,8 +50,8 @@ from db.store.workers import WorkersMixin
 from db.tables import JOB_STATUSES, LOCAL_OWNER
 
 
-class Store(JobsMixin, SchedulingMixin, MetricsMixin, SeriesMixin, ArtifactsMixin,
-            WorkersMixin, KeysMixin, StoreBase):
+class Store(JobsMixin, SchedulingMixin, PreemptionMixin, QueueMixin, MetricsMixin,
+            SeriesMixin, ArtifactsMixin, WorkersMixin, KeysMixin, StoreBase):
     """Database access for jobs, metrics, texts, checkpoints, datasets, workers and keys.
 
     `Store(url)` opens an engine (see `db.session.make_engine`); call `migrate()` once at

@@ -296,12 +296,17 @@ class JobsMixin:
         outcome: str = "worker_lost",
         attempt: int | None = None,
     ) -> bool:
-        """running -> queued (the recovery path: a worker died, or drained its job), ending
-        the attempt with `outcome`. The caller sends the job to the broker again (enqueued_at
-        is set to now). False if not running (or not in `attempt` any more)."""
+        """running -> queued (the recovery path: a worker died, or drained its job; or it was
+        preempted), ending the attempt with `outcome`; a pending preemption request is cleared.
+        Only `worker_lost` counts as an infrastructure failure. The caller sends the job to the
+        broker again (enqueued_at is set to now), except a preempted job's worker: it goes on
+        claiming from the database, and enqueued_at is cleared so that the reconciler's next
+        pass wakes a worker for it at once if one sits idle. False if not running (or not in
+        `attempt` any more)."""
         now = utcnow()
         values = {"status": "queued", "worker": None, "heartbeat_at": None, "error": error,
-                  "enqueued_at": now}
+                  "enqueued_at": None if outcome == "preempted" else now,
+                  "preempt_requested_at": None}
         if outcome == "worker_lost":
             values["infra_failures"] = Job.infra_failures + 1
         return self._transition(job_id, ("running",), values, attempt=attempt,

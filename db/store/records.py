@@ -93,3 +93,28 @@ class ApiKeyRecord(Record):
 def record_of(cls: type, row: Any) -> Any:
     """Build a record dataclass from an ORM object or a result row with the same names."""
     return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class WorkerRecord(Record):
+    """A worker process as GET /workers shows it. `state` is idle, busy, draining or lost
+    (not seen for a lease: derived when read, never stored); `job_owner` is the owner of
+    `job_id`, so the API can hide another user's job."""
+
+    name: str
+    hostname: str
+    pid: int
+    queues: tuple[str, ...]
+    device_class: str
+    gpu_name: str | None
+    gpu_memory_bytes: int | None
+    torch_version: str | None
+    state: str
+    job_id: int | None
+    job_owner: str | None
+    started_at: dt.datetime
+    seen_at: dt.datetime
+    seen_seconds_ago: float
+    jobs_done: int
+    infra_failures: int
+    drain_requested_at: dt.datetime | None

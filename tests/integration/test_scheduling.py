@@ -1,6 +1,6 @@
 """The queue's order, decided by the database (db/store/scheduling.py), on SQLite and Postgres:
 priorities, fair share between owners, PATCH, concurrent claimers, and the API's checks.
-With real worker processes and Redis: tests/e2e/test_scheduling.py."""
+With real worker processes and Redis: tests/e2e/test_scheduling_with_workers.py."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ const routes = [
   { pattern: /^\/jobs\/(\d+)$/, nav: "jobs", load: () => import("./js/job.js") },
   { pattern: /^\/compare$/, nav: "compare", load: () => import("./js/compare.js") },
   { pattern: /^\/new$/, nav: "new", load: () => import("./js/submit.js") },
+  { pattern: /^\/workers$/, nav: "workers", load: () => import("./js/workers.js") },
 ];
 
 let unmount = null;

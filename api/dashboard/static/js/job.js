@@ -1,5 +1,5 @@
-// One job (#/jobs/42): summary, config, live curves, gradient norms, sampled texts, checkpoints,
-// attempts and error. Polls while the job is queued or running, then once more for the last points.
+// One job (#/jobs/42): where it waits in the queue, summary, config, live curves, gradient norms,
+// sampled texts, checkpoints, attempts and error. Polls while the job is queued or running, then once more for the last points.
 "use strict";
 
 import { api, ApiError, apiUrl, poll } from "./api.js";
@@ -50,6 +50,15 @@ function buildCharts() {
   };
 }
 
+/** A queued job's place in line, why it waits, and when it should start. */
+function buildQueue() {
+  const position = h("h2", { id: "queue-position" });
+  const reason = h("p", { class: "queue-reason", id: "queue-reason" });
+  const start = h("p", { class: "muted queue-start", id: "queue-start" });
+  const box = h("section", { class: "card queue-card", id: "job-queue", hidden: true }, position, reason, start);
+  return { box, position, reason, start };
+}
+
 function buildCheckpoints() {
   const body = h("tbody");
   const empty = h("p", { class: "muted", text: "No checkpoints yet: one is saved after every epoch." });
@@ -64,7 +73,10 @@ function buildPage(view) {
     title: h("h1", { class: "job-title" }),
     badge: h("span"),
     cancel: h("button", { type: "button", class: "btn btn-danger", text: "Cancel job", hidden: true }),
+    priority: h("input", { id: "job-priority", type: "number", min: "-100", max: "100", step: "1", "aria-label": "priority" }),
+    setPriority: h("button", { type: "button", class: "btn", id: "set-priority", text: "Set priority" }),
     compare: h("button", { type: "button", class: "btn", text: "Compare with selected runs" }),
+    queue: buildQueue(),
     summary: h("dl", { class: "summary" }),
     errorText: h("pre", { class: "error-text", id: "job-error" }),
     attemptsBody: h("tbody"),
@@ -81,7 +93,10 @@ function buildPage(view) {
   view.append(
     h("p", { class: "crumbs" }, h("a", { href: "#/", text: "← Jobs" })),
     h("div", { class: "page-head" }, h("div", { class: "title-line" }, ui.title, ui.badge),
-      h("div", { class: "actions" }, ui.compare, ui.cancel)),
+      h("div", { class: "actions" }, ui.compare,
+        h("span", { class: "priority-control", id: "priority-control", hidden: true }, ui.priority, ui.setPriority),
+        ui.cancel)),
+    ui.queue.box,
     h("section", { class: "card" }, ui.summary),
     ui.errorBox,
     ui.attempts,
@@ -113,9 +128,26 @@ async function cancelJob(page) {
   refresh(page);
 }
 
+/** PATCH the job's priority: a queued job moves in the queue at once. */
+async function setPriority(page) {
+  const { priority, setPriority: button } = page.ui;
+  button.disabled = true;
+  try {
+    await api(`jobs/${page.jobId}`, { method: "PATCH", body: { priority: Number(priority.value) } });
+    delete priority.dataset.editing;
+  } catch (exc) {
+    showError(exc.message);
+  }
+  button.disabled = false;
+  refresh(page);
+}
+
 function wire(page) {
   page.ui.compare.addEventListener("click", () => compareWithSelected(page.jobId));
   page.ui.cancel.addEventListener("click", () => cancelJob(page));
+  page.ui.setPriority.addEventListener("click", () => setPriority(page));
+  // While the user types, the live refresh must not overwrite the field.
+  page.ui.priority.addEventListener("input", () => { page.ui.priority.dataset.editing = "1"; });
 }
 
 // ---- rendering the job (GET /jobs/{id}) ------------------------------------------------------
@@ -123,6 +155,7 @@ function wire(page) {
 function summaryRows(job, progress) {
   const rows = [
     kv("model", job.model), kv("dataset", job.dataset), kv("device", job.device),
+    kv("priority", String(job.priority ?? 0)),
     kv("progress", progress || progressBar(job)),
     kv("step", `${job.progress.step ?? 0}${job.progress.total_steps ? ` / ${job.progress.total_steps}` : ""}`),
     kv("duration", fmtDuration(jobDuration(job))),
@@ -156,6 +189,24 @@ function attemptRow(a) {
     h("td", { text: resumed, dataset: { label: "resumed from" } }));
 }
 
+function startText(seconds) {
+  if (seconds === null || seconds === undefined) return "Estimated start: unknown";
+  if (seconds < 1) return "Estimated start: now";
+  return `Estimated start: in about ${fmtDuration(seconds)}`;
+}
+
+/** GET /jobs/{id} `queue`: null once the job has left the queue, and the card hides. */
+function renderQueue({ queue }, job) {
+  const q = job.status === "queued" ? job.queue : null;
+  queue.box.hidden = !q;
+  if (!q) return;
+  queue.box.dataset.reason = q.reason.code;
+  const ahead = q.jobs_ahead === 1 ? "1 job ahead" : `${q.jobs_ahead} jobs ahead`;
+  setText(queue.position, `#${q.position} in queue · ${ahead}`);
+  setText(queue.reason, q.reason.message);
+  setText(queue.start, startText(q.estimated_start_seconds));
+}
+
 /** Every claim of the job by a worker (GET /jobs/{id} lists them when the server has them). */
 function renderAttempts({ attempts, attemptsBody }, job) {
   const history = Array.isArray(job.attempt_history) ? job.attempt_history : [];
@@ -174,6 +225,9 @@ function renderJob(page, job) {
   setText(ui.title, `#${job.id} ${job.name || ""}`);
   ui.badge.replaceChildren(statusBadge(job.status));
   ui.cancel.hidden = !ACTIVE.has(job.status);
+  ui.priority.closest(".priority-control").hidden = !ACTIVE.has(job.status);
+  if (!ui.priority.dataset.editing) ui.priority.value = String(job.priority ?? 0);
+  renderQueue(ui, job);
   renderSummary(ui, job);
   ui.errorBox.hidden = !job.error;
   setText(ui.errorText, job.error || "");

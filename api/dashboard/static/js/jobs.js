@@ -15,7 +15,7 @@ import { REFRESH_MS, selection } from "./state.js";
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 const PAGE_SIZES = [25, 50, 100, 200];
 const DEFAULT_PAGE_SIZE = "50";
-const COLUMNS = ["id", "name", "status", "model", "dataset", "device", "progress", "duration", "best", ""];
+const COLUMNS = ["id", "name", "status", "priority", "model", "dataset", "device", "progress", "duration", "best", ""];
 
 /** The GET /jobs query a route's params ask for: filters, keyset position, page size. */
 function queryFrom(params) {
@@ -40,11 +40,13 @@ function buildRow(job, { onCancel, onSelect }) {
   });
   const nameLink = h("a", { href: `#/jobs/${job.id}`, class: "job-name" });
   const owner = h("span", { class: "owner muted" }); // an admin sees whose job it is
+  const queuePos = h("span", { class: "queue-pos muted" }); // "#3 in queue" beside "queued"
   const cells = {
     select: h("td", { class: "col-select" }, check),
     id: h("td", { class: "col-id", dataset: { label: "id" } }, h("a", { href: `#/jobs/${job.id}`, text: `#${job.id}` })),
     name: h("td", { class: "col-name", dataset: { label: "name" } }, nameLink, owner),
     status: h("td", { class: "col-status", dataset: { label: "status" } }),
+    priority: h("td", { class: "num", dataset: { label: "priority" } }),
     model: h("td", { dataset: { label: "model" } }),
     dataset: h("td", { dataset: { label: "dataset" } }),
     device: h("td", { dataset: { label: "device" } }),
@@ -54,7 +56,7 @@ function buildRow(job, { onCancel, onSelect }) {
     actions: h("td", { class: "col-actions" }, cancel),
   };
   const tr = h("tr", { dataset: { jobId: String(job.id) } }, Object.values(cells));
-  const row = { tr, check, cancel, nameLink, owner, cells };
+  const row = { tr, check, cancel, nameLink, owner, queuePos, cells };
   renderRow(row, job);
   return row;
 }
@@ -71,7 +73,9 @@ function renderRow(row, job) {
   setText(row.owner, job.owner && job.owner !== session.owner ? `by ${job.owner}` : "");
   row.nameLink.title = job.name || "";
   const badge = cells.status.firstChild;
-  if (!badge || badge.textContent !== job.status) cells.status.replaceChildren(statusBadge(job.status));
+  if (!badge || badge.textContent !== job.status) cells.status.replaceChildren(statusBadge(job.status), row.queuePos);
+  setText(row.queuePos, job.queue_position ? `#${job.queue_position} in queue` : "");
+  setText(cells.priority, String(job.priority ?? 0));
   setText(cells.model, job.model);
   setText(cells.dataset, job.dataset);
   setText(cells.device, job.device);
@@ -105,7 +109,7 @@ function buildTable() {
   const table = h("table", { class: "jobs-table", id: "jobs" },
     h("thead", {}, h("tr", {},
       h("th", { class: "col-select" }, selectAll),
-      COLUMNS.map((t) => h("th", { text: t, class: ["duration", "best"].includes(t) ? "num" : null })))),
+      COLUMNS.map((t) => h("th", { text: t, class: ["priority", "duration", "best"].includes(t) ? "num" : null })))),
     tbody);
   return { selectAll, tbody, wrap: scrollTable(table) };
 }

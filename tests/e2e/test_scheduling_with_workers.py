@@ -118,3 +118,24 @@ def test_a_backlog_behind_a_busy_worker_does_not_grow_the_broker(service, redis_
     while broker_messages(redis_url) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert broker_messages(redis_url) == 0
+
+
+def test_four_workers_run_200_queued_jobs_each_exactly_once(service):
+    api = service(TRAINYARD_MAX_QUEUED_JOBS_PER_USER="1000")
+    jobs = [submit(api, priority=i % 5, epochs=1, steps_per_epoch=1) for i in range(200)]
+    for i in range(4):  # started after the backlog exists: all four claim from it at once
+        api.start(f"w{i}", "worker", "--name", f"claimer-{i}@%h")
+    store = Store(api.env["TRAINYARD_DATABASE_URL"])
+    try:
+        deadline = time.monotonic() + 600
+        while store.list_jobs(status=["queued", "running"], limit=1)[1]:
+            assert time.monotonic() < deadline, api.logs()
+            time.sleep(0.5)
+        finished = [store.get_job(j) for j in jobs]
+        attempts = {j: store.list_attempts(j) for j in jobs}
+    finally:
+        store.close()
+    assert {(job.status, job.attempts) for job in finished} == {("succeeded", 1)}
+    assert all(len(history) == 1 for history in attempts.values()), "no job claimed twice"
+    workers = {history[0]["worker"] for history in attempts.values()}
+    assert len(workers) >= 2, f"the four workers shared the backlog: {workers}"
