@@ -1,7 +1,7 @@
 """Dependencies of the routes, in the style of full-stack-fastapi-template.
 
-The app built by `create_app` holds one Settings, one Store and one Celery app on
-`app.state`; routes ask for them, for the caller (api/security.py) and for the job named in
+The app built by `create_app` holds one Settings, one Store, one Celery app and the cache of
+finished runs' curves on `app.state`; routes ask for them, for the caller (api/security.py) and for the job named in
 their path with the `*Dep` annotations below.
 """
 
@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 
 from api.errors import job_not_found, jobs_not_found
 from api.security import Principal, current_principal
+from api.services.series_cache import FinishedSeriesCache
 from core.settings import Settings
 from db.store import JobRecord, Store
 
@@ -31,10 +32,15 @@ def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
+def get_series_cache(request: Request) -> FinishedSeriesCache:
+    return request.app.state.series_cache
+
+
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+SeriesCacheDep = Annotated[FinishedSeriesCache, Depends(get_series_cache)]
 
 
 # Job and checkpoint ids are INTEGER columns (db/tables.py): larger ids cannot exist, and

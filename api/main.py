@@ -19,6 +19,7 @@ from api.middleware import BodySizeLimit, SecurityHeaders
 from api.routes import PROTECTED_ROUTERS, PUBLIC_ROUTERS
 from api.routes.dashboard import DASHBOARD_DIR
 from api.security import current_principal
+from api.services.series_cache import FinishedSeriesCache
 from core.settings import Settings, get_settings
 from db.store import Store
 from worker.celery_app import make_celery
@@ -50,6 +51,7 @@ def create_app(
     app.state.settings = settings
     app.state.store = store
     app.state.celery = celery_app
+    app.state.series_cache = FinishedSeriesCache(settings.compare_cache_bytes)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,

@@ -36,6 +36,12 @@ measured request:
   api process: the same two figures for the API's process (on SQLite, the database engine
       runs inside it).
 
+Cold and warm: the service runs with the API's cache of finished runs' curves turned off
+(TRAINYARD_COMPARE_CACHE_BYTES=0), so the figures above are the full read every time. Then a
+second `trainyard api` on the same database, with the cache on, answers the page's request once
+(cold: every curve read and cached) and `--repeats` times more (warm: what the compare page's
+polling costs while every run has finished).
+
 The cap: the results record TRAINYARD_MAX_COMPARE_SERIES and the answer to one request just
 over it (cap / 20 + 1 runs x 20 names): a 422 naming the field.
 
@@ -80,6 +86,9 @@ def page_max_points(runs: int) -> int:
 
 
 # ------------------------------------------------------------------ seeding
+HOUR = dt.timedelta(hours=1)
+
+
 def seed_jobs(store, n: int) -> list[int]:
     """n finished MLP runs differing in lr and seed, in multi-row INSERTs."""
     from sqlalchemy import insert, select
@@ -92,7 +101,8 @@ def seed_jobs(store, n: int) -> list[int]:
         "hyperparameters": {"hidden_sizes": [64] * 8, "lr": [1e-3, 3e-3, 1e-2][i % 3],
                             "seed": i},
         "device": "cpu", "status": "succeeded", "attempts": 1, "epoch": 5, "total_epochs": 5,
-        "step": 0, "created_at": now, "updated_at": now, "started_at": now, "finished_at": now,
+        "step": 0, "created_at": now - HOUR * 2, "updated_at": now - HOUR,
+        "started_at": now - HOUR * 2, "finished_at": now - HOUR,  # runs of the past
     } for i in range(n)]
     with store.engine.begin() as conn:
         before = conn.scalar(select(Job.id).order_by(Job.id.desc()).limit(1)) or 0
@@ -260,6 +270,49 @@ def measure(bench, run_ids: list[int], names: list[str], max_points: int, repeat
     return out
 
 
+def measure_cached(bench, run_ids: list[int], names: list[str], max_points: int,
+                   repeats: int) -> dict:
+    """The page's request to a second API process with the cache of finished runs' curves on:
+    the first answer (cold) and the median of `repeats` more (warm)."""
+    import httpx
+
+    from trainyard.local_service import free_port
+
+    port = free_port()
+    env = dict(bench.service.env)
+    bench.service.env.pop("TRAINYARD_COMPARE_CACHE_BYTES", None)
+    try:
+        bench.service.start("api-cached", "api", "--port", str(port))
+    finally:
+        bench.service.env = env
+    params = {"ids": f"{run_ids[0]}-{run_ids[-1]}", "names": ",".join(names),
+              "max_points": max_points}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the second API did not start:\n" + bench.service.logs())
+            time.sleep(0.2)
+        times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            response = http.get("/compare/series", params=params)
+            response.content  # noqa: B018 - read the whole answer, as a browser does
+            times.append((time.perf_counter() - t0) * 1000)
+            if response.status_code != 200:
+                raise RuntimeError(f"GET /compare/series: {response.status_code}")
+    warm = times[1:]
+    return {"max_points": max_points, "cold_ms": round(times[0], 1),
+            "warm_ms": {"median": round(statistics.median(warm), 1),
+                        "min": round(min(warm), 1), "max": round(max(warm), 1),
+                        "values": [round(m, 1) for m in warm]}}
+
+
 def _worst(samples: list[dict]) -> dict:
     """The largest figures over the repeats (each already the largest over processes)."""
     keys = ("peak_rss_mb", "peak_private_mb", "shared_buffers_touched_mb")
@@ -288,7 +341,7 @@ def run_case(mode: str, case_name: str, args) -> dict:
         case["runs"] = args.long_runs
     print(f"== {mode}: {case_name} ({case['runs']} runs x {len(case['names'])} names x "
           f"{case['steps']:,} steps)", flush=True)
-    with common.running_service(mode) as bench:
+    with common.running_service(mode, {"TRAINYARD_COMPARE_CACHE_BYTES": "0"}) as bench:
         store = bench.store
         t0 = time.perf_counter()
         run_ids = seed_jobs(store, case["runs"])
@@ -313,6 +366,9 @@ def run_case(mode: str, case_name: str, args) -> dict:
                      f"{pg['peak_private_mb']} MB; " if pg else "")
                   + f"api process peak RSS {figures['api_process']['peak_rss_mb']} MB",
                   flush=True)
+        result["requests"]["page_cached"] = measure_cached(
+            bench, run_ids, case["names"], page_max_points(case["runs"]), args.repeats)
+        print(f"   with the cache: {result['requests']['page_cached']}", flush=True)
         result["cap"] = check_cap(bench, run_ids)
         result["load_average_end"] = common.load_average()
         return result

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import PrincipalDep, SettingsDep, StoreDep, visible_jobs
+from api.deps import PrincipalDep, SeriesCacheDep, SettingsDep, StoreDep, visible_jobs
 from api.errors import RUNS_NOT_FOUND, SERIES_REQUEST_INVALID, invalid
 from api.params import parse_job_ids, parse_metric_names
 from api.schemas import CompareOut, CompareRun, CompareSeriesOut, SeriesRun
 from api.services.compare import differing_keys, run_label
 from db.store import JobRecord
+from db.tables import utcnow
 
 router = APIRouter(prefix="/compare", tags=["compare"])
 
@@ -99,6 +101,7 @@ def compare_series(
     store: StoreDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    cache: SeriesCacheDep,
     ids: Annotated[
         str,
         Query(
@@ -133,7 +136,12 @@ def compare_series(
                      settings.max_compare_series)
     jobs = visible_jobs(store, principal, job_ids)
     metric_names = store.metric_names_many(job_ids)
-    series = store.bulk_series(job_ids, wanted, max_points)
+    # Runs finished over a lease ago have curves that no longer change: from the cache.
+    settled_before = utcnow() - dt.timedelta(seconds=settings.lease_seconds)
+    finished = {i for i, job in jobs.items()
+                if job.finished and job.finished_at is not None
+                and job.finished_at < settled_before}
+    series = cache.bulk_series(store.bulk_series, job_ids, finished, wanted, max_points)
     runs = [jobs[i] for i in job_ids]
     differing = differing_keys(runs)
     answer = CompareSeriesOut(
