@@ -123,6 +123,12 @@ class Job(Base):
             "ORDER BY priority DESC, ..., id), a queued job's place in that order (the jobs "
             "of higher priority, or the same and older), and the running jobs by priority "
             "for preemption (0008).")}),
+        Index("ix_jobs_status_priority_owner_id", "status", "priority", "owner", "id",
+              info={"serves": (
+                  "The claim (db/store/scheduling.py): the top priority level of the queue, "
+                  "the owners with jobs at that level (a skip scan, one seek per owner) and "
+                  "each one's oldest job, so a claim costs a few seeks however long the "
+                  "queue (0008).")}),
         CheckConstraint(f"priority BETWEEN {PRIORITY_MIN} AND {PRIORITY_MAX}", name="priority"),
         Index("ix_jobs_owner_status_id", "owner", "status", "id", info={"serves": (
             "A user's own job lists, newest first (WHERE owner = ? [AND status = ?] ORDER BY "

@@ -9,21 +9,24 @@ has just finished a job) claims, in one transaction, the best queued job it can 
 3. then the oldest job (lowest id: a job queued again after a lost worker, a drain or a
    preemption keeps its place).
 
-On PostgreSQL the chosen row is locked with FOR UPDATE SKIP LOCKED, so concurrent claimers
-each take a different job without waiting for one another; on SQLite the claim holds the
-database's single write lock from its first read (BEGIN IMMEDIATE). Either way the UPDATE is
-still guarded by `status = 'queued'`: every job runs exactly once.
+The claim reads only index entries, never the whole queue: the top priority level (one step down
+the (status, priority, owner, id) index), the owners with jobs at that level (one seek per
+owner), each one's oldest job (one seek), and the running jobs (a handful); ten thousand queued
+jobs cost what ten do. On PostgreSQL the chosen row is locked with FOR UPDATE SKIP LOCKED, so
+concurrent claimers each take a different job without waiting for one another; on SQLite the
+claim holds the database's single write lock from its first read (BEGIN IMMEDIATE). Either way
+the UPDATE is still guarded by `status = 'queued'`: every job runs exactly once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, case, func, insert, select, text, update
 
 from db.store.errors import InvalidTransition, NotFound
 from db.store.records import JobRecord, record_of
-from db.tables import Checkpoint, Job, JobAttempt, Worker, utcnow
+from db.tables import PRIORITY_MAX, Checkpoint, Job, JobAttempt, Worker, utcnow
 
 # Jobs whose priority can still change: a finished job's order means nothing.
 REPRIORITIZABLE = ("queued", "running")
@@ -55,32 +58,87 @@ class SchedulingMixin:
         with self._session() as s:
             if self.dialect == "sqlite":
                 s.connection().exec_driver_sql("BEGIN IMMEDIATE")
-            in_class = (select(Job.owner, func.count().label("n"))
-                        .where(Job.status == "running", Job.device_class == device_class)
-                        .group_by(Job.owner).subquery("in_class"))
-            share = func.coalesce(in_class.c.n, 0)
-            stmt = (select(Job.id)
-                    .outerjoin(in_class, in_class.c.owner == Job.owner)
-                    .where(Job.status == "queued", Job.device.in_(devices)))
-            if max_running_per_owner is not None:
-                everywhere = (select(Job.owner, func.count().label("n"))
-                              .where(Job.status == "running")
-                              .group_by(Job.owner).subquery("everywhere"))
-                stmt = (stmt.outerjoin(everywhere, everywhere.c.owner == Job.owner)
-                        .where(func.coalesce(everywhere.c.n, 0) < max_running_per_owner))
-            stmt = stmt.order_by(Job.priority.desc(), share, Job.id).limit(1)
-            if self.dialect == "postgresql":
-                stmt = stmt.with_for_update(of=Job, skip_locked=True)
-            job_id = s.scalar(stmt)
-            if job_id is None:
-                return None
-            return self._claim_in(s, job_id, worker, device_class)
+            share, blocked = self._running_by_owner(s, device_class, max_running_per_owner)
+            below = None  # look at the priority levels from the top down
+            while heads := self._heads_of_top_level(s, devices, blocked, below):
+                level = heads[0][0]
+                # Fair share: the owner with the fewest running jobs in this class first;
+                # among equals, the one whose oldest job is oldest.
+                for _, head, owner in sorted((share.get(o, 0), head, o) for _, o, head in heads):
+                    job_id = self._take_head(s, level, owner, devices, head)
+                    if job_id is not None:
+                        return self._claim_in(s, job_id, worker, device_class)
+                below = level  # every job of this level is being claimed by someone else
+            return None
+
+    @staticmethod
+    def _running_by_owner(s, device_class: str, max_running: int | None
+                          ) -> tuple[dict[str, int], list[str]]:
+        """({owner: running jobs in `device_class`}, owners already running `max_running`
+        jobs on any device): one pass over the running jobs, a handful."""
+        rows = s.connection().execute(
+            select(Job.owner, func.count(), func.sum(case((Job.device_class == device_class, 1),
+                                                          else_=0)))
+            .where(Job.status == "running").group_by(Job.owner)).all()
+        blocked = [o for o, total, _ in rows if max_running is not None and total >= max_running]
+        return {o: int(n or 0) for o, _, n in rows}, blocked
+
+    def _heads_of_top_level(self, s, devices, blocked, below: int | None
+                            ) -> list[tuple[int, str, int]]:
+        """(priority, owner, id of their oldest eligible job) for each owner with an eligible
+        queued job at the highest priority level (below `below`, if given); [] when none.
+        One statement of index seeks, whatever the queue's length: one step down the
+        (status, priority, owner, id) index for the level, then one seek per owner found by
+        skipping through that level (a recursive query) and one for each owner's oldest job,
+        so a level of ten thousand jobs from three owners costs seven seeks, not a scan."""
+        eligible = "j.status = 'queued' AND j.device IN :devices"
+        if blocked:
+            eligible += " AND j.owner NOT IN :blocked"
+        stmt = text(f"""
+            WITH RECURSIVE top(level) AS (
+                SELECT j.priority FROM jobs j
+                WHERE {eligible} AND j.priority < :below
+                ORDER BY j.priority DESC LIMIT 1
+            ), o(owner) AS (
+                SELECT min(j.owner) FROM jobs j, top
+                WHERE j.status = 'queued' AND j.priority = top.level
+                UNION ALL
+                SELECT (SELECT min(j.owner) FROM jobs j, top
+                        WHERE j.status = 'queued' AND j.priority = top.level
+                          AND j.owner > o.owner)
+                FROM o WHERE o.owner IS NOT NULL
+            )
+            SELECT top.level, o.owner,
+                   (SELECT j.id FROM jobs j
+                    WHERE {eligible} AND j.priority = top.level AND j.owner = o.owner
+                    ORDER BY j.id LIMIT 1) AS head
+            FROM o, top WHERE o.owner IS NOT NULL
+            """).bindparams(bindparam("devices", expanding=True),
+                            *([bindparam("blocked", expanding=True)] if blocked else []))
+        params = {"devices": list(devices), "below": PRIORITY_MAX + 1 if below is None else below}
+        if blocked:
+            params["blocked"] = list(blocked)
+        rows = s.connection().execute(stmt, params).all()
+        return [(level, owner, head) for level, owner, head in rows if head is not None]
+
+    def _take_head(self, s, level: int, owner: str, devices, head: int) -> int | None:
+        """The owner's oldest eligible job of priority `level` that no other claim holds.
+        SQLite: `head` itself (the claim holds the single write lock). PostgreSQL: locked
+        with FOR UPDATE SKIP LOCKED, so concurrent claimers take the next one instead of
+        waiting for each other."""
+        if self.dialect != "postgresql":
+            return head
+        stmt = (select(Job.id).where(Job.status == "queued", Job.device.in_(devices),
+                                     Job.priority == level, Job.owner == owner)
+                .order_by(Job.id).limit(1).with_for_update(skip_locked=True))
+        return s.connection().execute(stmt).scalar()
 
     def _claim_in(self, s, job_id: int, worker: str, device_class: str | None
                   ) -> JobRecord | None:
         """The claim of `job_id` inside session `s` (see `claim_job`); None if not queued."""
         now = utcnow()
-        row = s.execute(
+        conn = s.connection()
+        row = conn.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == "queued")
             .values(status="running", worker=worker, attempts=Job.attempts + 1,
@@ -90,19 +148,18 @@ class SchedulingMixin:
         ).first()
         if row is None:
             return None
-        resumed_from = s.scalar(
-            select(Checkpoint.epoch)
-            .where(Checkpoint.job_id == job_id)
-            .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
-            .limit(1)
-        )
-        s.add(JobAttempt(job_id=job_id, number=row.attempts, worker=worker, started_at=now,
-                         resumed_from_epoch=resumed_from))
+        # The attempt resumes from the newest checkpoint's epoch, if any.
+        newest_epoch = (select(Checkpoint.epoch).where(Checkpoint.job_id == job_id)
+                        .order_by(Checkpoint.step.desc(), Checkpoint.id.desc()).limit(1)
+                        .scalar_subquery())
+        conn.execute(insert(JobAttempt).values(
+            job_id=job_id, number=row.attempts, worker=worker, started_at=now,
+            resumed_from_epoch=newest_epoch))
         # A draining worker stays draining: it gives this job back at its first step.
-        s.execute(update(Worker).where(Worker.name == worker, Worker.state != "draining")
-                  .values(state="busy", job_id=job_id))
-        s.execute(update(Worker).where(Worker.name == worker, Worker.state == "draining")
-                  .values(job_id=job_id))
+        conn.execute(
+            update(Worker).where(Worker.name == worker).values(
+                state=case((Worker.state == "draining", "draining"), else_="busy"),
+                job_id=job_id))
         return record_of(JobRecord, row)
 
     def set_priority(self, job_id: int, priority: int) -> JobRecord:

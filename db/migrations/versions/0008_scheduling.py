@@ -32,6 +32,8 @@ def upgrade() -> None:
         batch.create_check_constraint(op.f("ck_jobs_priority"),
                                       "priority BETWEEN -100 AND 100")
     op.create_index(op.f("ix_jobs_status_priority_id"), "jobs", ["status", "priority", "id"])
+    op.create_index(op.f("ix_jobs_status_priority_owner_id"), "jobs",
+                    ["status", "priority", "owner", "id"])
     with op.batch_alter_table("workers") as batch:
         batch.add_column(sa.Column("device_class", sa.String(length=8), nullable=False,
                                    server_default="cpu"))
@@ -53,6 +55,7 @@ def downgrade() -> None:
         for column in ("drain_requested_at", "infra_failures", "jobs_done", "job_id", "state",
                        "torch_version", "gpu_memory_bytes", "gpu_name", "device_class"):
             batch.drop_column(column)
+    op.drop_index(op.f("ix_jobs_status_priority_owner_id"), table_name="jobs")
     op.drop_index(op.f("ix_jobs_status_priority_id"), table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_constraint(op.f("ck_jobs_priority"), type_="check")
