@@ -9,7 +9,8 @@ Two phases, each on a throw-away Postgres database:
    `claim_next_job` call is timed in the process that makes it. The same again with a queue of
    `--workers` x 3 jobs gives the figure at an (almost) empty queue. Before those, the same
    processes only claim (200 claims each, every job marked done at once, no training): the
-   database's cost without eight trainings competing for the CPU. Afterwards, from the
+   database's cost without eight trainings competing for the CPU; and first with one process
+   alone (300 claims from the deep queue, 3 from one of 3 jobs): a claim's own cost. Afterwards, from the
    database: jobs run more than once, and priority inversions (a job claimed while one of strictly
    higher priority that could have been claimed instead was still queued: pairs of claims whose
    order disagrees with priority by more than the claims' overlap).
@@ -265,15 +266,18 @@ def main() -> None:
     postgres = Postgres()
     try:
         phases = {
-            # the database's cost alone: claims of a deep and of an almost empty queue
-            "claims_only_deep_queue": (args.jobs, 200),
-            "claims_only_empty_queue": (args.workers * 3, 3),
+            # the database's cost alone, one claimer: a deep and an almost empty queue
+            "one_claimer_deep_queue": (args.jobs, 1, 300),
+            "one_claimer_empty_queue": (3, 1, 3),
+            # the same with as many claimers as workers, all at once
+            "claims_only_deep_queue": (args.jobs, args.workers, 200),
+            "claims_only_empty_queue": (args.workers * 3, args.workers, 3),
             # workers training tiny jobs, as the issue's bench describes
-            "deep_queue": (args.jobs, 0),
-            "empty_queue": (args.workers * 3, 0),
+            "deep_queue": (args.jobs, args.workers, 0),
+            "empty_queue": (args.workers * 3, args.workers, 0),
         }
-        for label, (jobs, bare_claims) in phases.items():
-            result[label] = claims_phase(postgres, jobs, args.workers, args.seconds, bare_claims)
+        for label, (jobs, workers, bare_claims) in phases.items():
+            result[label] = claims_phase(postgres, jobs, workers, args.seconds, bare_claims)
             print(f"{label}:", result[label])
         result["broker"] = broker_phase(postgres, args.backlog, args.busy_workers)
         print("broker:", result["broker"])
