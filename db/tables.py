@@ -214,9 +214,8 @@ class Job(Base):
         "The kind of worker that claimed it last, `cpu` or `cuda` (fair share counts each "
         "owner's running jobs per class); NULL before its first claim."))
     preempt_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, doc=(
-        "Set while running when a job of higher priority needs its worker: the worker stops "
-        "it at its next step with a checkpoint and queues it again (attempt outcome "
-        "`preempted`); NULL otherwise."))
+        "Set while running when a job of higher priority needs its worker: the worker stops it "
+        "at its next step, checkpointed, and queues it again (outcome `preempted`)."))
 
 
 ATTEMPT_OUTCOMES = tuple(Outcome)  # the CHECK constraint of job_attempts.outcome
@@ -581,21 +580,16 @@ class Worker(Base):
     stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, doc=(
         "When it shut down cleanly; NULL while it runs (or when it died without saying so)."))
     # What it is and does (migration 0008), for GET /workers and the scheduler.
-    device_class: Mapped[str] = mapped_column(String(8), default="cpu", server_default="cpu",
-                                              doc="`cuda` when it serves the cuda queue, else "
-                                                  "`cpu`.")
+    device_class: Mapped[str] = mapped_column(String(8), default="cpu", server_default="cpu", doc=(
+        "`cuda` when it serves the cuda queue, else `cpu`."))
     gpu_name: Mapped[str | None] = mapped_column(String(200), doc=(
         "Its GPU's name (the first visible one); NULL without CUDA."))
-    gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, doc=(
-        "That GPU's total memory; NULL without CUDA."))
-    torch_version: Mapped[str | None] = mapped_column(String(50), doc=(
-        "The torch it trains with."))
+    gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, doc="That GPU's total memory.")
+    torch_version: Mapped[str | None] = mapped_column(String(50), doc="The torch it trains with.")
     state: Mapped[str] = mapped_column(String(16), default="idle", server_default="idle", doc=(
-        "`idle` (waiting for a job) or `busy` (running `job_id`); `draining` once asked to "
-        "give its job back and take no new one. `lost` is not stored: a row not seen for a "
-        "lease is shown so."))
-    job_id: Mapped[int | None] = mapped_column(Integer, doc=(
-        "The job it is running; NULL when idle."))
+        "`idle`, `busy` (running `job_id`), or `draining` (asked to give its job back and take "
+        "no new one). `lost` is not stored: a row not seen for a lease is shown so."))
+    job_id: Mapped[int | None] = mapped_column(Integer, doc="The job it runs; NULL when idle.")
     jobs_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0", doc=(
         "Attempts it has ended (whatever their outcome) since it was first seen."))
     infra_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0", doc=(

@@ -43,9 +43,7 @@ class LocalService:
         """`trainyard up` in `home`: SQLite and the file-system queue, whatever the shell's
         TRAINYARD_DATABASE_URL or TRAINYARD_BROKER_URL say."""
         service = cls(home, env or {}, free_port())
-        for key in ("TRAINYARD_DATABASE_URL", "TRAINYARD_BROKER_URL"):
-            service.env.pop(key, None)
-        service.start("up", "up", "--port", str(service.port))
+        service.start_embedded()
         return service
 
     @classmethod
@@ -57,6 +55,13 @@ class LocalService:
         service.start("api", "api", "--port", str(service.port))
         service.start("worker", "worker", "--name", worker_name)
         return service
+
+    def start_embedded(self, label: str = "up") -> subprocess.Popen:
+        """`trainyard up` on this service's port: SQLite and the file-system queue under its
+        home, whatever the shell's TRAINYARD_DATABASE_URL or TRAINYARD_BROKER_URL say."""
+        for key in ("TRAINYARD_DATABASE_URL", "TRAINYARD_BROKER_URL"):
+            self.env.pop(key, None)
+        return self.start(label, "up", "--port", str(self.port))
 
     def start(self, label: str, *args: str) -> subprocess.Popen:
         log = open(self.home / f"{label}.log", "wb")
@@ -82,6 +87,17 @@ class LocalService:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"service not healthy after {timeout} s:\n{self.logs()}")
+
+    def wait_for(self, predicate, what: str, timeout: float = 90):
+        """`predicate()`'s first truthy value, polled every 0.05 s; TimeoutError naming `what`
+        (with the services' logs) after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise TimeoutError(f"{what} after {timeout} s:\n{self.logs()}")
 
     def wait_status(self, job_id: int, statuses: set[str], timeout: float = 240) -> dict:
         deadline = time.monotonic() + timeout

@@ -404,13 +404,15 @@ class JobsMixin:
             job_id, ("queued", "running"), {"status": "cancelled", "finished_at": utcnow()},
             close_attempt="cancelled",
         )
-        if record is not None:
-            return record
+        return record or self._refuse(job_id, "only queued or running jobs can be cancelled")
+
+    def _refuse(self, job_id: int, rule: str):
+        """After a guarded transition that matched no row: NotFound when the job does not
+        exist, else InvalidTransition naming its status and the `rule` it broke."""
         current = self.get_status(job_id)
         if current is None:
             raise NotFound(f"job {job_id} does not exist")
-        raise InvalidTransition(current, f"job {job_id} is {current}; only queued or running "
-                                         "jobs can be cancelled")
+        raise InvalidTransition(current, f"job {job_id} is {current}; {rule}")
 
     def get_jobs(self, job_ids: Iterable[int]) -> dict[int, JobRecord]:
         """`{id: JobRecord}` for the ids that exist, in one query."""

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 
 from sqlalchemy import bindparam, case, func, insert, select, text, update
 
-from db.store.errors import InvalidTransition, NotFound
 from db.store.records import JobRecord, record_of
 from db.tables import PRIORITY_MAX, Checkpoint, Job, JobAttempt, Worker, utcnow
 
@@ -168,10 +167,5 @@ class SchedulingMixin:
         its place if it goes back to the queue). Raises NotFound, or InvalidTransition when
         the job has finished."""
         record = self._transition(job_id, REPRIORITIZABLE, {"priority": int(priority)})
-        if record is not None:
-            return record
-        current = self.get_status(job_id)
-        if current is None:
-            raise NotFound(f"job {job_id} does not exist")
-        raise InvalidTransition(current, f"job {job_id} is {current}; only a queued or running "
-                                         "job's priority can change")
+        return record or self._refuse(job_id, "only a queued or running job's priority can "
+                                              "change")

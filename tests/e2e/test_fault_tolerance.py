@@ -78,15 +78,6 @@ class Cluster(LocalService):
                 for name, points in self.store.get_metrics(job_id).items()
                 if not name.endswith("_per_s")}
 
-    def wait_for(self, predicate, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise TimeoutError(f"{what} after {timeout} s:\n{self.logs()}")
-
     def stop(self) -> None:
         super().stop()
         self.store.close()
@@ -145,7 +136,7 @@ def test_sigkill_at_random_steps_resumes_with_identical_metrics(cluster_factory)
             return (status == "running" and attempts == attempt and step is not None
                     and (worker, step))
 
-        worker, step = cluster.wait_for(running_attempt, 60, f"attempt {attempt} not running")
+        worker, step = cluster.wait_for(running_attempt, f"attempt {attempt} not running", 60)
         # A random step inside this epoch or the next, away from its ends: mid-epoch.
         epoch_start = STEPS_PER_EPOCH * (step // STEPS_PER_EPOCH + rng.randint(0, 1))
         target = max(epoch_start + rng.randint(5, STEPS_PER_EPOCH - 12), step + 1)
@@ -156,7 +147,7 @@ def test_sigkill_at_random_steps_resumes_with_identical_metrics(cluster_factory)
             assert (status, attempts) == ("running", attempt), cluster.logs()
             return step >= target and (worker, step)
 
-        worker, step = cluster.wait_for(reached_target, 60, f"step {target} not reached")
+        worker, step = cluster.wait_for(reached_target, f"step {target} not reached", 60)
         cluster.kill(cluster.label_of(worker))
         kills.append((attempt, step))
         cluster.start_worker()  # a replacement; the surviving worker picks the job up first
@@ -196,7 +187,7 @@ def test_a_job_that_keeps_losing_its_worker_fails_with_a_reason(cluster_factory)
         def claimed():
             status, attempts, worker, _ = cluster.row(job["id"])
             return status == "running" and attempts == attempt and worker
-        cluster.kill(cluster.label_of(cluster.wait_for(claimed, 60, f"attempt {attempt}")))
+        cluster.kill(cluster.label_of(cluster.wait_for(claimed, f"attempt {attempt}", 60)))
         cluster.start_worker()
     failed = cluster.wait_status(job["id"], {"failed", "succeeded"}, timeout=60)
     assert failed["status"] == "failed"
@@ -213,7 +204,7 @@ def test_sigterm_drains_the_job_back_to_the_queue(cluster_factory):
     cluster.wait_healthy()
     job = cluster.submit({**SLOW_MLP, "epochs": 6})
     cluster.wait_for(lambda: (r := cluster.row(job["id"]))[0] == "running"
-                     and (r[3] or 0) > STEPS_PER_EPOCH + 5, 60, "second epoch not reached")
+                     and (r[3] or 0) > STEPS_PER_EPOCH + 5, "second epoch not reached", 60)
     second = cluster.start_worker()
     cluster.kill(first, signal.SIGTERM)
     code = cluster.processes[first].wait(timeout=30)
@@ -237,7 +228,7 @@ def test_training_goes_on_through_a_database_restart(cluster_factory, own_postgr
     cluster.wait_healthy()
     epochs = 30
     job = cluster.submit({**SLOW_MLP, "epochs": epochs})
-    cluster.wait_for(lambda: (cluster.row(job["id"])[3] or 0) > 60, 60, "not training")
+    cluster.wait_for(lambda: (cluster.row(job["id"])[3] or 0) > 60, "not training", 60)
     own_postgres.stop()
     down_at = time.time()
     time.sleep(6)  # twice the lease: no heartbeat gets through meanwhile
@@ -298,8 +289,8 @@ def test_jobs_survive_a_broker_restarted_empty_an_api_restart_and_duplicates(
     for job in [*running, *queued]:
         enqueue_job(producer, job["id"], "auto")
         enqueue_job(producer, job["id"], "auto")
-    cluster.wait_for(lambda: all(cluster.row(j["id"])[0] == "running" for j in running), 60,
-                     "not both running")
+    cluster.wait_for(lambda: all(cluster.row(j["id"])[0] == "running" for j in running),
+                     "not both running", 60)
     assert redis.Redis.from_url(own_redis.url).llen("auto") > 0, "queued messages in Redis"
 
     # Redis restarted without persistence: every message is gone, queued and unacked alike.

@@ -89,15 +89,6 @@ class Fleet(LocalService):
         return {name: [(p["step"], p["value"]) for p in points]
                 for name, points in series["series"].items() if not name.endswith("_per_s")}
 
-    def wait_for(self, predicate, what: str, timeout: float = 90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.1)
-        raise TimeoutError(f"{what} after {timeout} s:\n{self.logs()}")
-
     def wait_state(self, label: str, state: str) -> dict:
         return self.wait_for(lambda: (w := self.workers().get(label)) and w["state"] == state
                              and w, f"worker {label} not {state}")
@@ -231,9 +222,7 @@ def test_a_drain_on_the_embedded_broker(fleet_factory, tmp_path):
     """`trainyard up` (SQLite, the file-system queue): its worker, drained while idle, passes
     the next wake-up on and stops consuming; a worker joining on the same home runs the job."""
     fleet = fleet_factory(tmp_path / "home")
-    for key in ("TRAINYARD_DATABASE_URL", "TRAINYARD_BROKER_URL"):
-        fleet.env.pop(key, None)
-    fleet.start("up", "up", "--port", str(fleet.port))
+    fleet.start_embedded()
     fleet.wait_healthy()
     (first,) = fleet.wait_for(lambda: list(fleet.workers().values()), "no worker")
     drained = fleet.http.post(f"/workers/{first['name']}/drain")
@@ -268,9 +257,7 @@ def test_the_workers_page_shows_the_workers_and_drains_one(fleet_factory, tmp_pa
     if not Path(CHROMIUM).exists():
         _unavailable(f"{CHROMIUM} is missing: run scripts/install-test-tools.sh as root")
     fleet = fleet_factory(tmp_path / "home")
-    for key in ("TRAINYARD_DATABASE_URL", "TRAINYARD_BROKER_URL"):
-        fleet.env.pop(key, None)
-    fleet.start("up", "up", "--port", str(fleet.port))
+    fleet.start_embedded()
     fleet.wait_healthy()
     (worker,) = fleet.wait_for(lambda: list(fleet.workers().values()), "no worker")
     errors: list[str] = []
