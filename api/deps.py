@@ -43,7 +43,7 @@ PrincipalDep = Annotated[Principal, Depends(current_principal)]
 SeriesCacheDep = Annotated[FinishedSeriesCache, Depends(get_series_cache)]
 
 
-# Job and checkpoint ids are INTEGER columns (db/tables.py): larger ids cannot exist, and
+# Job and checkpoint ids are INTEGER columns (db/tables/): larger ids cannot exist, and
 # Postgres would answer them with "integer out of range" (a 500), so they get a 404 before
 # any query. Raise this if the columns ever become BIGINT.
 MAX_ID = 2**31 - 1

@@ -11,14 +11,16 @@ from enum import StrEnum
 
 
 class JobStatus(StrEnum):
-    """A job's state: queued -> running -> succeeded | failed | cancelled (and back to queued
-    only by recovery, a drain or preemption)."""
+    """A job's state: queued -> running -> succeeded | failed | cancelled | pruned (and back to
+    queued only by recovery, a drain or preemption). `pruned`: a sweep's early stopping ended
+    the trial; its metrics and checkpoints stay."""
 
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PRUNED = "pruned"
 
     @property
     def finished(self) -> bool:
@@ -26,7 +28,7 @@ class JobStatus(StrEnum):
 
 
 FINISHED: frozenset[JobStatus] = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED}
 )
 
 
@@ -38,6 +40,7 @@ class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PRUNED = "pruned"
     WORKER_LOST = "worker_lost"
     DRAINED = "drained"
     PREEMPTED = "preempted"

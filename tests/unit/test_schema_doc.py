@@ -1,4 +1,4 @@
-"""docs/schema.md: generated from db/tables.py, complete, and its example queries work.
+"""docs/schema.md: generated from db/tables/, complete, and its example queries work.
 
 The page is the schema's public reference: it must not drift from the tables, no table, column
 or index may go without its text, and the queries it teaches must run on both databases.
@@ -18,13 +18,13 @@ from db.tables import NAMING_CONVENTION
 
 
 def test_every_table_column_and_index_has_its_text() -> None:
-    assert missing_text() == [], "add doc= / info= in db/tables.py (see db/schema_doc.py)"
+    assert missing_text() == [], "add doc= / info= in db/tables/ (see db/schema_doc.py)"
 
 
 def test_committed_page_is_what_the_tables_generate() -> None:
     assert PAGE.exists(), f"docs/schema.md is missing: run {COMMAND}"
     assert PAGE.read_text(encoding="utf-8") == render(), (
-        f"docs/schema.md differs from db/tables.py: run {COMMAND}"
+        f"docs/schema.md differs from db/tables/: run {COMMAND}"
     )
 
 

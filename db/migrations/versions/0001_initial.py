@@ -16,7 +16,7 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Frozen copies of the portable types in db/tables.py (a migration never imports the ORM).
+# Frozen copies of the portable types in db/tables/ (a migration never imports the ORM).
 JSON_TYPE = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 UTC_DATETIME = sa.DateTime(timezone=True)

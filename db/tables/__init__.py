@@ -1,0 +1,45 @@
+"""The ORM schema: one class per table, SQLAlchemy 2 typed style, one module per concern
+(jobs, what runs leave, users' things, workers, sweeps) on one declarative base.
+
+The Alembic migrations in `db/migrations/versions/` are the source of truth for the real
+database; these modules must describe the same schema (a test compares the two with Alembic's
+autogenerate and expects no difference). Change both together. Portability notes are in
+`db/tables/base.py`.
+"""
+
+from db.tables.accounts import ApiKey, Dataset, WebSession
+from db.tables.base import (
+    DATASET_KINDS,
+    JOB_STATUSES,
+    LOCAL_OWNER,
+    NAMING_CONVENTION,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Base,
+    BigIntPK,
+    JSONType,
+    UTCDateTime,
+    utcnow,
+)
+from db.tables.jobs import ATTEMPT_OUTCOMES, Job, JobAttempt
+from db.tables.metrics import (
+    COARSE_BLOCK_STEPS,
+    COARSE_ROLLUP_BLOCKS,
+    ROLLUP_BLOCK_STEPS,
+    Checkpoint,
+    JobText,
+    Metric,
+    MetricRollup,
+    MetricRollupCoarse,
+)
+from db.tables.sweeps import SWEEP_METHODS, SWEEP_STATUSES, Sweep
+from db.tables.workers import Worker
+
+__all__ = [
+    "ATTEMPT_OUTCOMES", "COARSE_BLOCK_STEPS", "COARSE_ROLLUP_BLOCKS", "DATASET_KINDS",
+    "JOB_STATUSES", "LOCAL_OWNER", "NAMING_CONVENTION", "PRIORITY_MAX", "PRIORITY_MIN",
+    "ROLLUP_BLOCK_STEPS", "SWEEP_METHODS", "SWEEP_STATUSES", "ApiKey", "Base", "BigIntPK",
+    "Checkpoint", "Dataset", "Job", "JobAttempt", "JobText", "JSONType", "Metric",
+    "MetricRollup", "MetricRollupCoarse", "Sweep", "UTCDateTime", "WebSession", "Worker",
+    "utcnow",
+]
