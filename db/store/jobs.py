@@ -53,6 +53,7 @@ class JobsMixin:
         owner: str = LOCAL_OWNER,
         max_queued: int | None = None,
         priority: int = 0,
+        **extra: Any,
     ) -> JobRecord:
         """Insert a queued job (attempts 0); unnamed jobs are called `<model>-<dataset>-<id>`.
 
@@ -60,12 +61,13 @@ class JobsMixin:
         of the same owner with the same `idempotency_key` raises Conflict (see
         `create_job_once`). With `max_queued`, QuotaExceeded when the owner already has that
         many queued jobs: counted and inserted as one step, so concurrent calls never
-        overshoot it (see `_insert_job`).
+        overshoot it (see `_insert_job`). `extra`: further columns of the row (a fork's
+        `parent_*`, `resume_optimizer`).
         """
         try:
             job, _ = self._insert_job(model, dataset, hyperparameters, device, name,
                                       idempotency_key, utcnow(), owner, max_queued,
-                                      priority=priority)
+                                      priority=priority, **extra)
             return job
         except IntegrityError as exc:
             if idempotency_key is not None:
@@ -76,6 +78,7 @@ class JobsMixin:
         self, idempotency_key: str, model: str, dataset: str,
         hyperparameters: Mapping[str, Any], device: str = "auto", name: str | None = None,
         owner: str = LOCAL_OWNER, max_queued: int | None = None, priority: int = 0,
+        **extra: Any,
     ) -> tuple[JobRecord, bool]:
         """The owner's job created with `idempotency_key`, creating it if none is:
         (job, created). A retry is answered with its job even when the queue cap
@@ -91,7 +94,7 @@ class JobsMixin:
         try:
             return self._insert_job(model, dataset, hyperparameters, device, name,
                                     idempotency_key, utcnow(), owner, max_queued,
-                                    reuse_key=True, priority=priority)
+                                    reuse_key=True, priority=priority, **extra)
         except IntegrityError as exc:
             existing = self.get_job_by_idempotency_key(idempotency_key, owner)
             if existing is None:  # pragma: no cover - the winner's row was deleted meanwhile
@@ -120,7 +123,7 @@ class JobsMixin:
 
     def _insert_job(self, model, dataset, hyperparameters, device, name, idempotency_key,
                     now, owner, max_queued=None, reuse_key=False,
-                    priority: int = 0) -> tuple[JobRecord, bool]:
+                    priority: int = 0, **extra: Any) -> tuple[JobRecord, bool]:
         """(job, created). With `max_queued`, one transaction locks the owner's queue
         (`_lock_owner_queue`), counts its queued jobs (QuotaExceeded at the cap) and inserts.
         With `reuse_key` too, the owner's job already made with `idempotency_key` is returned
@@ -153,6 +156,7 @@ class JobsMixin:
                 idempotency_key=idempotency_key,
                 owner=owner,
                 priority=priority,
+                **extra,
             )
             s.add(job)
             s.flush()

@@ -49,6 +49,15 @@ class JobRecord(Record):
     priority: int = 0
     device_class: str | None = None
     preempt_requested_at: dt.datetime | None = None
+    # a sweep's trial (migration 0009)
+    sweep_id: int | None = None
+    trial: int | None = None
+    # a forked run: where its weights came from (migration 0009)
+    parent_job_id: int | None = None
+    parent_checkpoint_id: int | None = None
+    parent_epoch: int | None = None
+    parent_step: int | None = None
+    resume_optimizer: bool = False
 
     @property
     def finished(self) -> bool:
