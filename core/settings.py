@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         description="A job is not preempted before its current attempt has run this long, so "
         "two jobs cannot take a worker from each other in turn.",
     )
+    # ---- sweeps (see README "Sweeps") ----
+    max_sweep_trials: int = Field(
+        default=1000, ge=1, le=100_000,
+        description="Most trials one sweep may run (a grid larger than this is refused with "
+        "422; so is a larger max_trials).",
+    )
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=1024,
         description="Largest request body but dataset uploads (TRAINYARD_MAX_UPLOAD_BYTES).",

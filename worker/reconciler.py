@@ -19,6 +19,9 @@ at once and each change is made by exactly one of them):
    give its worker back (db/store/preemption.py; not before its attempt has run
    `preemption_min_run_seconds`). Its worker stops it at the next step with a checkpoint,
    requeues it (attempt outcome `preempted`) and claims the job that asked.
+4. Sweeps: every running sweep is advanced (sweeps/driver.py): the trials it may launch now are
+   launched and sent, and a sweep whose trials are all done ends. So a sweep goes on after the
+   loss of any process, and its launches are exact (`Store.launch_trial`).
 
 Recovery is the database's lease, never the broker's visibility timeout. After a pass that
 found the database unreachable, the reconciler requeues no lost job until the database has
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 
 from core.settings import Settings
 from db.store import Store
+from sweeps import driver as sweep_driver
 from worker.periodic import PeriodicThread
 
 log = logging.getLogger("trainyard.reconciler")
@@ -45,6 +49,7 @@ class ReconcileReport:
     failed: list[int] = field(default_factory=list)
     resent: list[int] = field(default_factory=list)
     preempted: list[int] = field(default_factory=list)  # running jobs asked to stop
+    launched: list[int] = field(default_factory=list)  # sweep trials launched
 
 
 def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = True
@@ -78,6 +83,11 @@ def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = 
                      asked.job_id, asked.priority, asked.worker, asked.for_job_id,
                      asked.for_priority)
             report.preempted.append(asked.job_id)
+    for sweep_id in store.running_sweep_ids():
+        for job in sweep_driver.advance(store, sweep_id, settings):
+            log.info("sweep %s: trial %s launched as job %s", sweep_id, job.trial, job.id)
+            report.launched.append(job.id)
+            _send(send, job)
     return report
 
 

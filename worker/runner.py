@@ -40,7 +40,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 
 from core.settings import Settings, get_settings
@@ -50,6 +50,7 @@ from db.store.scheduling import device_class_of
 from models.data import text_data_from_string
 from models.limits import check_limits, estimate, shape_of_data
 from models.train import Callbacks, JobSpec, fit, load_checkpoint, load_data
+from sweeps import driver as sweep_driver
 
 log = logging.getLogger("trainyard.worker")
 
@@ -193,8 +194,13 @@ class PersistingCallbacks(Callbacks):
     """Writes what fit() reports to the database, in batches, and answers "should I stop?"."""
 
     def __init__(self, store: Store, job_id: int, settings: Settings, attempt: int | None = None,
-                 heartbeat: Heartbeat | None = None, deadline: float | None = None):
+                 heartbeat: Heartbeat | None = None, deadline: float | None = None,
+                 judge_epoch: Callable[[int], bool] | None = None):
         self.store = store
+        # A sweep's trial: asked at each epoch end (but the last) whether it stops there,
+        # its epoch's metrics written first (sweeps/driver.py judge_epoch).
+        self.judge_epoch = judge_epoch
+        self.pruned = False
         # time.monotonic() past which the job has used up its time limit (None: no limit)
         self.deadline = deadline
         self.timed_out = False
@@ -249,6 +255,15 @@ class PersistingCallbacks(Callbacks):
         for name, text in texts.items():
             self.writer.submit(self.store.add_text, self.job_id, epoch=epoch, step=step,
                                name=name, text=storable_text(text))
+        if self.judge_epoch is not None:
+            # The pruner reads this epoch's objective from the database: wait for it to land.
+            # A pruned trial still writes this epoch's checkpoint, then stops before a step.
+            self.writer.drain()
+            try:
+                self.pruned = self.judge_epoch(epoch)
+            except Exception:  # noqa: BLE001 - a decision that fails never fails the trial
+                log.warning("job %s: the pruning decision at epoch %s failed; training on",
+                            self.job_id, epoch, exc_info=True)
 
     def on_checkpoint(self, epoch: int, step: int, blob: bytes, metrics: dict) -> None:
         # Metrics first, so a checkpoint never points past the metrics stored for its run.
@@ -287,7 +302,7 @@ class PersistingCallbacks(Callbacks):
         if not self._stop and now - self._last_cancel_check >= self.cancel_check_seconds:
             self._last_cancel_check = now
             self.writer.submit(self._check_status)  # answered on the writer thread
-        return self._stop or self.preempted
+        return self._stop or self.preempted or self.pruned
 
     def checkpoint_on_stop(self) -> bool:
         # A drained or preempted job is given back and resumes exactly at this step; one out
@@ -318,11 +333,13 @@ def _readable_error(exc: BaseException) -> str:
 
 class JobRunner:
     def __init__(self, store: Store, settings: Settings, worker_name: str,
-                 queues: Sequence[str] = DEVICES):
+                 queues: Sequence[str] = DEVICES,
+                 wake: Callable[[int, str], None] | None = None):
         self.store = store
         self.settings = settings
         self.worker_name = worker_name
         self.queues = list(queues)  # the devices of the jobs this worker may claim
+        self.wake = wake  # wake(job_id, device): a wake-up on the broker, for launched trials
 
     def run_next(self) -> list[tuple[int, str]]:
         """Claim the best queued job this worker can run (the database's order: priority,
@@ -356,15 +373,28 @@ class JobRunner:
         return self._run_job(job)
 
     def _run_job(self, job) -> str:
-        """Run a job this worker has just claimed, with its lease renewed meanwhile."""
+        """Run a job this worker has just claimed, with its lease renewed meanwhile; a sweep's
+        trial that ended lets its sweep launch the next ones."""
         attempt = job.attempts
         log.info("job %s (priority %s, owner %s) claimed by %s (attempt %s)", job.id,
                  job.priority, job.owner, self.worker_name, attempt)
         heartbeat = Heartbeat(self.store, job.id, attempt, self.settings.heartbeat_seconds).start()
         try:
-            return self._run_claimed(job, attempt, heartbeat)
+            outcome = self._run_claimed(job, attempt, heartbeat)
         finally:
             heartbeat.stop()
+        if job.sweep_id is not None:
+            self._advance_sweep(job.sweep_id)
+        return outcome
+
+    def _advance_sweep(self, sweep_id: int) -> None:
+        # The reconciler advances every running sweep too: a failure here only delays it.
+        try:
+            for launched in sweep_driver.advance(self.store, sweep_id, self.settings):
+                if self.wake is not None:
+                    self.wake(launched.id, launched.device)
+        except Exception:  # noqa: BLE001
+            log.warning("sweep %s: could not launch its next trials", sweep_id, exc_info=True)
 
     def _run_claimed(self, job, attempt: int, heartbeat: Heartbeat) -> str:
         job_id = job.id
@@ -378,7 +408,8 @@ class JobRunner:
             return Outcome.FAILED
         callbacks = PersistingCallbacks(self.store, job_id, self.settings, attempt=attempt,
                                         heartbeat=heartbeat,
-                                        deadline=time.monotonic() + limit - used)
+                                        deadline=time.monotonic() + limit - used,
+                                        judge_epoch=self._judge(job))
         try:
             # The API checked the stored hyperparameters; the JobSpec is the one check on
             # this side (and fills in defaults a job stored without them lacks).
@@ -408,6 +439,11 @@ class JobRunner:
                         error=_readable_error(exc), attempt=attempt)
             return Outcome.FAILED
 
+        if (callbacks.pruned and not heartbeat.lost.is_set()
+                and self._retry(self.store.finish_job, job_id, JobStatus.PRUNED,
+                                attempt=attempt)):
+            log.info("job %s pruned by its sweep after epoch %s", job_id, result.epochs_done)
+            return Outcome.PRUNED
         if result.status == FitEnd.COMPLETED:
             if not self._retry(self.store.finish_job, job_id, JobStatus.SUCCEEDED,
                                attempt=attempt):
@@ -443,6 +479,15 @@ class JobRunner:
         log.info("job %s stopped at epoch %s (status %s)", job_id, result.epochs_done,
                  self.store.get_status(job_id))
         return RunEnd.STOPPED
+
+    def _judge(self, job) -> Callable[[int], bool] | None:
+        """A trial's epoch-end question to its sweep's pruner (None outside sweeps); never
+        asked at the last epoch, which ends the trial anyway."""
+        if job.sweep_id is None:
+            return None
+        epochs = int((job.hyperparameters or {}).get("epochs", 0))
+        return lambda epoch: epoch < epochs and sweep_driver.judge_epoch(self.store, job.id,
+                                                                         epoch)
 
     def _resume_point(self, job_id: int, attempt: int):
         """The newest checkpoint whose bytes match their sha256 and load, with its bytes; a
@@ -512,6 +557,8 @@ def store_for(url: str) -> Store:
 
 
 def get_runner(worker_name: str, settings: Settings | None = None,
-               queues: Sequence[str] = DEVICES) -> JobRunner:
+               queues: Sequence[str] = DEVICES,
+               wake: Callable[[int, str], None] | None = None) -> JobRunner:
     settings = settings or get_settings()
-    return JobRunner(store_for(settings.resolved_database_url), settings, worker_name, queues)
+    return JobRunner(store_for(settings.resolved_database_url), settings, worker_name, queues,
+                     wake)

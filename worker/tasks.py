@@ -40,7 +40,8 @@ def _wake(task, job_id: int | None = None) -> list[tuple[int, str]]:
         _pass_on(task, job_id)
         return []
     runner = get_runner(worker_name=task.request.hostname or "worker",
-                        queues=served_queues(task.app))
+                        queues=served_queues(task.app),
+                        wake=lambda job, device: enqueue_job(task.app, job, device))
     ran = runner.run_next()
     if not ran:
         log.debug("woken for job %s: nothing to claim", job_id)

@@ -1,10 +1,22 @@
 """One router per resource; `api.main.create_app` includes them all."""
 
-from api.routes import auth, catalogue, compare, dashboard, datasets, docs, health, jobs, workers
+from api.routes import (
+    auth,
+    catalogue,
+    compare,
+    dashboard,
+    datasets,
+    docs,
+    health,
+    jobs,
+    sweeps,
+    workers,
+)
 
 # Behind an API key or dashboard session (api/security.py).
 PROTECTED_ROUTERS = (
     jobs.router,
+    sweeps.router,
     compare.router,
     catalogue.router,
     datasets.router,

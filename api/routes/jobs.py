@@ -98,7 +98,7 @@ def submit_job(
     ] = None,
 ) -> JobDetail:
     owner = principal.owner
-    _check_priority(body.priority, principal, settings)
+    check_priority(body.priority, principal, settings)
     hyperparameters = _validated_spec(body, settings, store, owner)
     spec = {"model": body.model, "dataset": body.dataset, "hyperparameters": hyperparameters,
             "device": body.device, "name": body.name, "priority": body.priority}
@@ -133,7 +133,7 @@ def submit_job(
     return JobDetail.from_record(job)
 
 
-def _check_priority(priority: int, principal: Principal, settings: Any) -> None:
+def check_priority(priority: int, principal: Principal, settings: Any) -> None:
     """Ordinary users may not jump the queue past the cap; admins may use the whole range."""
     cap = settings.max_user_priority
     if priority > cap and not principal.is_admin:
@@ -232,7 +232,7 @@ def get_job(job: JobDep, store: StoreDep, settings: SettingsDep) -> JobDetail:
 def patch_job(body: JobPatch, job: JobDep, store: StoreDep, settings: SettingsDep,
               principal: PrincipalDep) -> JobDetail:
     # JobDep already answered 404 for a job the caller may not see: owner or admin only.
-    _check_priority(body.priority, principal, settings)
+    check_priority(body.priority, principal, settings)
     try:
         job = store.set_priority(job.id, body.priority)
     except NotFound as exc:  # deleted between the two queries

@@ -12,13 +12,14 @@
 - `queue`: a queued job's place in line and what it waits for (GET /jobs/{id}'s `queue`)
 - `workers`: what each worker is and does, for the health report, the scheduler, GET /workers
 - `keys`: API keys and dashboard sessions
+- `sweeps`: sweeps, the launch of their trials, and what a sweep decision reads
 - `records` and `errors`: what the store returns and raises
 
 Each public method is one short unit of work in its own transaction (`session_scope`), and
 returns plain frozen dataclasses or dicts, never ORM objects, so callers cannot lazy-load or
 hold a session open by accident.
 
-Job states: queued -> running -> succeeded | failed | cancelled, plus running -> queued for the
+Job states: queued -> running -> succeeded | failed | cancelled | pruned, plus running -> queued for the
 recovery path, drains and preemption (`requeue_job`). Every transition is one conditional UPDATE guarded by the
 current status (`... WHERE id = :id AND status = 'queued'`), so two workers racing for the
 same job cannot both win: the database serialises the updates and only the first matches.
@@ -46,12 +47,13 @@ from db.store.queue import QueueMixin
 from db.store.records import ApiKeyRecord, CheckpointRecord, DatasetRecord, JobRecord
 from db.store.scheduling import SchedulingMixin
 from db.store.series import SeriesMixin
+from db.store.sweeps import SweepRecord, SweepsMixin, TrialRecord
 from db.store.workers import WorkersMixin
 from db.tables import JOB_STATUSES, LOCAL_OWNER
 
 
 class Store(JobsMixin, SchedulingMixin, PreemptionMixin, QueueMixin, MetricsMixin,
-            SeriesMixin, ArtifactsMixin, WorkersMixin, KeysMixin, StoreBase):
+            SeriesMixin, ArtifactsMixin, WorkersMixin, KeysMixin, SweepsMixin, StoreBase):
     """Database access for jobs, metrics, texts, checkpoints, datasets, workers and keys.
 
     `Store(url)` opens an engine (see `db.session.make_engine`); call `migrate()` once at
@@ -73,6 +75,8 @@ __all__ = [
     "QuotaExceeded",
     "Store",
     "StoreError",
+    "SweepRecord",
+    "TrialRecord",
     "describe_db_error",
     "is_connection_error",
     "is_storage_full",
