@@ -73,6 +73,30 @@ def same_named(record: Any, model: type[BaseModel], skip: Iterable[str] = ()) ->
     return {name: getattr(record, name) for name in names if name not in skipped}
 
 
+# Job and checkpoint ids are INTEGER columns (api/deps.py MAX_ID).
+_MAX_ID = 2**31 - 1
+
+
+class ForkFrom(BaseModel):
+    """Where a forked run starts: another job's checkpoint (`POST /jobs` `from_checkpoint`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: int = Field(
+        ge=1, le=_MAX_ID, description="The parent: a job of yours (any job for an admin) of the "
+        "same model, with at least one checkpoint.",
+    )
+    checkpoint: int | None = Field(
+        default=None, ge=1, le=_MAX_ID, description="One of the parent's checkpoints (GET "
+        "/jobs/{job}/checkpoints); default: its newest. Its tensors must fit this job's model.",
+    )
+    resume_optimizer: bool = Field(
+        default=False, description="Also start from the parent's optimizer state (Adam's "
+        "moments, SGD's momentum; the optimizer must be the parent's). Default: a fresh "
+        "optimizer. Either way the learning-rate schedule starts afresh at this job's lr.",
+    )
+
+
 class JobCreate(BaseModel):
     """What `POST /jobs` accepts. Hyperparameters are checked against the model's catalogue."""
 
@@ -99,7 +123,8 @@ class JobCreate(BaseModel):
     )
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict,
-        description="Overrides of the model's defaults; omitted keys take the default.",
+        description="Overrides of the model's defaults; omitted keys take the default (in a "
+        "fork: the parent's value).",
     )
     name: StorableStr | None = Field(
         default=None, max_length=200, description="A label for the run."
@@ -111,6 +136,12 @@ class JobCreate(BaseModel):
         default=0, ge=PRIORITY_MIN, le=PRIORITY_MAX,
         description="Higher runs first: -100 to 100. Ordinary users may give at most "
         "TRAINYARD_MAX_USER_PRIORITY (10 by default); admins the whole range.",
+    )
+    from_checkpoint: ForkFrom | None = Field(
+        default=None, description="Fork a run: start from another job's checkpoint (its "
+        "weights; its hyperparameters for those not given here) instead of from scratch. The "
+        "fork's steps continue the parent's, so its curves continue the parent's on the "
+        "compare page; its epochs count from 1.",
     )
 
     @field_validator("hyperparameters")
@@ -148,6 +179,24 @@ class Progress(BaseModel):
             total_steps=job.total_steps,
             eta_seconds=job.eta_seconds,  # the store keeps it finite
         )
+
+
+class ParentOut(BaseModel):
+    """Where a forked run started: its parent's job and checkpoint."""
+
+    job: int | None = Field(description="The parent job (null if it was deleted since).")
+    checkpoint: int = Field(description="The parent's checkpoint the fork started from.")
+    epoch: int = Field(description="The parent's epochs completed at that checkpoint.")
+    step: int = Field(description="The parent's step there: the fork's first step is one more.")
+    resume_optimizer: bool = Field(description="Whether the parent's optimizer state came too.")
+
+    @classmethod
+    def from_record(cls, job: JobRecord) -> Self | None:
+        if job.parent_checkpoint_id is None:
+            return None
+        return cls(job=job.parent_job_id, checkpoint=job.parent_checkpoint_id,
+                   epoch=job.parent_epoch or 0, step=job.parent_step or 0,
+                   resume_optimizer=job.resume_optimizer)
 
 
 class BestMetric(BaseModel):
@@ -226,15 +275,20 @@ class JobOut(RunBase):
     )
     sweep_id: int | None = Field(default=None, description="The sweep it is a trial of.")
     trial: int | None = Field(default=None, description="Its trial number in that sweep.")
+    parent: ParentOut | None = Field(
+        default=None, description="A forked run (POST /jobs with from_checkpoint): the job "
+        "and checkpoint it started from; null for other runs.",
+    )
 
     @classmethod
     def from_record(cls, job: JobRecord, **details: Any) -> Self:
-        """The job as the API shows it: JobOut's fields from the record, progress from its
-        counters. What a subclass adds (JobDetail's latest metrics, attempts, infra failures)
-        is per answer: it comes from `details` or stays at its default, never from the record.
+        """The job as the API shows it: JobOut's fields from the record, progress and parent
+        from its columns. What a subclass adds (JobDetail's latest metrics, attempts, infra
+        failures) is per answer: it comes from `details` or stays at its default, never from
+        the record.
         """
         return cls(**same_named(job, JobOut, skip=details), progress=Progress.from_record(job),
-                   **details)
+                   parent=ParentOut.from_record(job), **details)
 
 
 class AttemptOut(BaseModel):

@@ -5,14 +5,20 @@ fit() reports; tests use it directly. A `JobSpec` checks and fills its hyperpara
 when it is made; everything here reads them as they are.
 
 Reading order: the two tasks (`_Classification`, `_LanguageModel`: batches and evaluation, by
-the family's data kind), the run's state and its checkpoint (`_Run`, `checkpoint_bytes`,
-`restore`), the reporter that hands steps and progress to the callbacks (`_Reporter`), then
-`fit`, the loop itself.
+the family's data kind), the run's state (`_Run`; its checkpoint is models/checkpoints.py),
+the reporter that hands steps and progress to the callbacks (`_Reporter`), then `fit`, the loop
+itself.
 
 Numbering: `step` counts optimizer steps done so far (the first on_step has step=1); `epoch` in
 on_step is the epoch being trained (1-based); on_epoch / on_checkpoint get the number of epochs
 completed. A checkpoint taken after epoch k resumes at epoch k+1; one taken when a run is stopped
 mid-epoch (Callbacks.checkpoint_on_stop) resumes at the very next step of that epoch.
+
+A fork (`init_from`: another job's checkpoint) starts from that checkpoint's weights (and, with
+`init_optimizer`, its optimizer state) at its step: its first on_step has step = the parent's
+step + 1, so its curves continue the parent's, while its epochs count from 1 and its schedule
+is its own. on_progress counts the run's own steps (0 to epochs * steps per epoch, a fork's
+too), so progress bars show the work of this run.
 
 Reported metrics
   per step:  train_loss, lr (the rate used for that step), samples_per_s (LM: tokens_per_s),
@@ -45,10 +51,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +62,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.states import FitEnd
+from models.checkpoints import (  # noqa: F401 - also read from here (worker, tests)
+    CHECKPOINT_FORMAT,
+    Position,
+    checkpoint_bytes,
+    load_checkpoint,
+    model_from_checkpoint,
+    restore,
+    start_from,
+)
 from models.data import ImageData, TextData, load_image_dataset, load_text_dataset
 from models.family import Family
 from models.limits import EvalPlan, eval_plan, shape_of_data
 from models.registry import FAMILIES, family, validate_hyperparameters
 
-CHECKPOINT_FORMAT = "trainyard-checkpoint-v1"
 REPORT_EVERY_CUDA = 50  # steps between device->host reads of the loss on CUDA
 PROGRESS_EVERY_S = 0.5  # at most this often on_progress between epoch ends
 SAMPLE_PROMPT_TOKENS = 16
@@ -186,32 +199,6 @@ class _Cosine:
 def build_scheduler(optimizer, hp: dict, total_steps: int):
     fn = _Cosine(total_steps) if hp["lr_schedule"] == "cosine" else (lambda step: 1.0)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-
-
-def _to_cpu(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-def load_checkpoint(blob: bytes) -> dict:
-    ckpt = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"not a {CHECKPOINT_FORMAT} checkpoint")
-    return ckpt
-
-
-def model_from_checkpoint(blob: bytes) -> tuple[nn.Module, dict]:
-    """Rebuild the trained network (eval mode, CPU) from checkpoint bytes."""
-    ckpt = load_checkpoint(blob)
-    fam = family(ckpt["model"])
-    model = fam.build(fam.config_type()(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model_state"])
-    return model.eval(), ckpt
 
 
 @torch.no_grad()
@@ -363,74 +350,6 @@ class _Run:
     data: ImageData | TextData
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where a run stands: `epoch` epochs completed, `batch` batches done of the next one,
-    `step` optimizer steps done in all."""
-
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-
-
-def checkpoint_bytes(run: _Run, at: Position, metrics: dict,
-                     shuffle_state: torch.Tensor | None = None) -> bytes:
-    """`run` at `at`, serialized. A checkpoint taken mid-epoch (at.batch > 0) stores the
-    shuffling generator as it was at the start of that epoch (`shuffle_state`): resuming draws
-    the same order and skips the batches done."""
-    spec = run.spec
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "model": spec.model,
-        "model_config": asdict(run.config),
-        "hyperparameters": spec.hyperparameters,
-        "dataset": spec.dataset,
-        "epoch": at.epoch,  # epochs completed
-        "batch_in_epoch": at.batch,  # batches done of the next epoch
-        "step": at.step,
-        "model_state": _to_cpu(run.model.state_dict()),
-        "optimizer_state": _to_cpu(run.optimizer.state_dict()),
-        "scheduler_state": _to_cpu(run.scheduler.state_dict()),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else [],
-            "shuffle": run.shuffle_gen.get_state() if shuffle_state is None else shuffle_state,
-        },
-        "metrics": metrics,
-    }
-    if spec.family.data_kind == "text":
-        ckpt["vocab"] = list(run.data.vocab)
-        ckpt["tokenizer"] = run.data.tokenizer
-    buf = io.BytesIO()
-    # The non-zip format writes ~3x faster (no per-record CRC); torch.load reads both, and
-    # weights_only=True works on it. It matters for small models checkpointed every epoch.
-    torch.save(ckpt, buf, _use_new_zipfile_serialization=False)
-    return buf.getvalue()
-
-
-def restore(run: _Run, blob: bytes) -> tuple[Position, dict]:
-    """Put checkpoint `blob` of the same job into `run`: weights, optimizer, schedule, the torch
-    and shuffling RNGs. Returns where it stood and the metrics it carried."""
-    ckpt = load_checkpoint(blob)
-    spec = run.spec
-    if ckpt["model"] != spec.model:
-        raise ValueError(f"checkpoint is for model {ckpt['model']!r}, not {spec.model!r}")
-    if spec.family.data_kind == "text" and list(ckpt.get("vocab", [])) != list(run.data.vocab):
-        raise ValueError("checkpoint vocabulary differs from the dataset's")
-    run.model.load_state_dict(ckpt["model_state"])
-    run.optimizer.load_state_dict(ckpt["optimizer_state"])
-    run.scheduler.load_state_dict(ckpt["scheduler_state"])
-    rng = ckpt["rng"]
-    torch.set_rng_state(rng["torch"])
-    cuda_states = rng.get("cuda") or []
-    if run.device.type == "cuda" and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
-    run.shuffle_gen.set_state(rng["shuffle"])
-    at = Position(epoch=int(ckpt["epoch"]), batch=int(ckpt.get("batch_in_epoch", 0)),
-                  step=int(ckpt["step"]))
-    return at, dict(ckpt.get("metrics") or {})
-
-
 # ---------------------------------------------------------------------------------------------
 # reporting
 
@@ -441,9 +360,12 @@ class _Reporter:
     progress at most every PROGRESS_EVERY_S. A non-finite loss ends the run."""
 
     def __init__(self, cb: Callbacks, rate_name: str, every: int, epochs: int,
-                 total_steps: int, start_step: int):
+                 total_steps: int, start_step: int, first_step: int = 0):
+        # steps are counted as on_step counts them; progress from `first_step` (a fork's
+        # parent step), over this run's `total_steps`
         self.cb, self.rate_name, self.every = cb, rate_name, every
         self.epochs, self.total_steps, self.start_step = epochs, total_steps, start_step
+        self.first_step = first_step
         # step, epoch (1-based), loss (on the device), lr, examples or tokens
         self.pending: list[tuple[int, int, torch.Tensor, float, int]] = []
         self.last_loss: float | None = None  # the newest reported train_loss
@@ -482,10 +404,11 @@ class _Reporter:
 
     def progress(self, epoch: int, step: int) -> None:
         done = step - self.start_step
+        own = step - self.first_step
         eta = None
         if done:
-            eta = (time.perf_counter() - self.t_fit) / done * (self.total_steps - step)
-        self.cb.on_progress(epoch, self.epochs, step, self.total_steps, eta)
+            eta = (time.perf_counter() - self.t_fit) / done * (self.total_steps - own)
+        self.cb.on_progress(epoch, self.epochs, own, self.total_steps, eta)
 
     def epoch_done(self, epoch: int, step: int) -> None:
         self.last_progress = time.perf_counter()
@@ -525,8 +448,14 @@ def fit(
     data: ImageData | TextData | None = None,
     data_dir: Path | None = None,
     resume_from: bytes | None = None,
+    init_from: bytes | None = None,
+    init_optimizer: bool = False,
 ) -> FitResult:
-    """Train `spec` to completion (or until callbacks.should_stop()); see the module docstring."""
+    """Train `spec` to completion (or until callbacks.should_stop()); see the module docstring.
+
+    `resume_from`: this job's own checkpoint, resumed exactly. `init_from` (ignored when
+    resuming): another job's checkpoint a fork starts from, with its optimizer state too when
+    `init_optimizer`."""
     cb = callbacks or Callbacks()
     hp, kind = spec.hyperparameters, spec.family.data_kind
     device = resolve_device(spec.device)
@@ -549,9 +478,13 @@ def fit(
     at, final_metrics = Position(), {}
     if resume_from is not None:
         at, final_metrics = restore(run, resume_from)
+    elif init_from is not None:
+        at = start_from(run, init_from, optimizer_state=init_optimizer)
+    # the step this run started at: 0, or a fork's parent step (its own checkpoints carry it)
+    first_step = max(0, at.step - at.epoch * spe - at.batch)
     autocast = autocast_for(device, hp["precision"])
     report = _Reporter(cb, task.rate_name, REPORT_EVERY_CUDA if device.type == "cuda" else 1,
-                       epochs, epochs * spe, at.step)
+                       epochs, epochs * spe, at.step, first_step)
 
     step, start_batch = at.step, at.batch
     report.progress(at.epoch, step)

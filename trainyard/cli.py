@@ -17,6 +17,7 @@ import httpx
 
 from core.settings import Settings, get_settings
 from trainyard.client import FINISHED, ApiError, Client
+from trainyard.sweep_commands import add_sweep_commands
 
 
 # ---------------------------------------------------------------- running the service
@@ -181,6 +182,14 @@ def _client(settings: Settings) -> Client:
     return Client(settings.resolved_api_url, api_key=key)
 
 
+def _with_client(command):
+    """A command that takes (args, client) as one that takes (args, settings)."""
+    def run(args, settings) -> int:
+        with _client(settings) as client:
+            return command(args, client)
+    return run
+
+
 def _parse_value(raw: str):
     try:
         return json.loads(raw)
@@ -205,13 +214,36 @@ def _fmt_eta(seconds) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def _parse_fork(raw: str | None, resume_optimizer: bool) -> dict | None:
+    """--from JOB[:CHECKPOINT] (and --resume-optimizer) as POST /jobs' from_checkpoint."""
+    if raw is None:
+        if resume_optimizer:
+            raise SystemExit("--resume-optimizer needs --from JOB[:CHECKPOINT]")
+        return None
+    job, sep, checkpoint = raw.partition(":")
+    try:
+        fork = {"job": int(job)}
+        if sep:
+            fork["checkpoint"] = int(checkpoint)
+    except ValueError:
+        raise SystemExit(f"--from expects JOB or JOB:CHECKPOINT (ids), got {raw!r}") from None
+    if resume_optimizer:
+        fork["resume_optimizer"] = True
+    return fork
+
+
 def cmd_submit(args, settings) -> int:
     hp = _parse_hyperparameters(args.set or [])
+    fork = _parse_fork(args.from_checkpoint, args.resume_optimizer)
     with _client(settings) as client:
         job = client.submit(args.model, args.dataset, hp, name=args.name, device=args.device,
-                            priority=args.priority)
+                            priority=args.priority, from_checkpoint=fork)
         print(f"job {job['id']} queued: {job['model']} on {job['dataset']}, priority "
               f"{job['priority']}")
+        parent = job.get("parent")
+        if parent:
+            print(f"forked from job {parent['job']} (checkpoint {parent['checkpoint']}, epoch "
+                  f"{parent['epoch']}, step {parent['step']})")
         if args.watch:
             return _watch(client, job["id"])
     return 0
@@ -435,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--priority", type=int, default=0,
                    help="-100 to 100, higher runs first (users: at most 10 unless admin)")
+    p.add_argument("--from", dest="from_checkpoint", metavar="JOB[:CHECKPOINT]",
+                   help="fork a run: start from that job's checkpoint (default: its newest); "
+                   "--set only what changes, the rest is the parent's")
+    p.add_argument("--resume-optimizer", action="store_true",
+                   help="with --from: take the parent's optimizer state too")
     p.add_argument("--watch", action="store_true", help="follow the job until it ends")
     p.set_defaults(func=cmd_submit)
 
@@ -469,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="the model catalogue with every hyperparameter's range")
     p.set_defaults(func=cmd_models)
 
+    add_sweep_commands(sub, _with_client)
     p = sub.add_parser("datasets", help="list datasets, or upload a text file")
     p.add_argument("--upload", nargs=2, metavar=("NAME", "FILE"))
     p.set_defaults(func=cmd_datasets)

@@ -78,11 +78,17 @@ class Client:
         name: str | None = None,
         device: str = "auto",
         priority: int = 0,
+        from_checkpoint: dict | None = None,
     ) -> dict:
+        """Queue a job. `from_checkpoint` forks a run: {"job": id, "checkpoint": id (default:
+        the parent's newest), "resume_optimizer": bool}; hyperparameters not given are the
+        parent's."""
         body = {"model": model, "dataset": dataset, "hyperparameters": hyperparameters or {},
                 "device": device, "priority": priority}
         if name:
             body["name"] = name
+        if from_checkpoint is not None:
+            body["from_checkpoint"] = from_checkpoint
         return self._call("POST", "/jobs", json=body)
 
     def jobs(self, *, status: str | None = None, model: str | None = None,
@@ -154,3 +160,40 @@ class Client:
     def drain_worker(self, name: str) -> dict:
         """Admin only: the worker gives its job back at the next step and takes no new one."""
         return self._call("POST", f"/workers/{quote(name, safe='')}/drain")
+
+    # ---- sweeps ----
+    def sweep(self, model: str, dataset: str, space: dict[str, Any], method: str = "random",
+              **spec: Any) -> dict:
+        """Create a hyperparameter sweep (POST /sweeps); `spec` takes the other fields:
+        hyperparameters, objective, max_trials, max_concurrent, early_stopping, seed, name,
+        device, priority. Returns the sweep with its first trials launched."""
+        return self._call("POST", "/sweeps", json={
+            "model": model, "dataset": dataset, "space": space, "method": method, **spec})
+
+    def sweeps(self, *, status: str | None = None, limit: int = 50) -> dict:
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = status
+        return self._call("GET", "/sweeps", params=params)
+
+    def sweep_status(self, sweep_id: int) -> dict:
+        """The sweep with its counts, best trial and every trial."""
+        return self._call("GET", f"/sweeps/{sweep_id}")
+
+    def sweep_importance(self, sweep_id: int) -> dict:
+        return self._call("GET", f"/sweeps/{sweep_id}/importance")
+
+    def cancel_sweep(self, sweep_id: int) -> dict:
+        return self._call("POST", f"/sweeps/{sweep_id}/cancel")
+
+    def wait_sweep(self, sweep_id: int, *, timeout: float = 24 * 3600, poll: float = 2.0
+                   ) -> dict:
+        """Poll until the sweep has ended; returns it (TimeoutError after `timeout` s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sweep = self.sweep_status(sweep_id)
+            if sweep["status"] != "running":
+                return sweep
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} still running after {timeout} s")
+            time.sleep(poll)

@@ -425,9 +425,14 @@ class JobRunner:
             self._check_size(spec, data)
             latest = self._resume_point(job_id, attempt)
             resume_from = latest[1] if latest else None
+            init_from = None
             if resume_from is not None:
+                # a fork's own checkpoints come first: an interrupted fork resumes from them
                 log.info("job %s resumes from checkpoint at epoch %s", job_id, latest[0].epoch)
-            result = fit(spec, callbacks, data=data, resume_from=resume_from)
+            elif job.parent_checkpoint_id is not None:
+                init_from = self._parent_checkpoint(job)
+            result = fit(spec, callbacks, data=data, resume_from=resume_from,
+                         init_from=init_from, init_optimizer=job.resume_optimizer)
             callbacks.close()
         except Exception as exc:  # the job's own failure: record it, keep the worker alive
             log.exception("job %s failed", job_id)
@@ -480,11 +485,32 @@ class JobRunner:
                  self.store.get_status(job_id))
         return RunEnd.STOPPED
 
+    def _parent_checkpoint(self, job) -> bytes:
+        """The bytes of the checkpoint a fork starts from (its parent's pruning keeps it);
+        ValueError, failing the job, when it is gone or damaged."""
+        parent, checkpoint = job.parent_job_id, job.parent_checkpoint_id
+        found = None if parent is None else self.store.get_checkpoint_data(parent, checkpoint)
+        if found is None:
+            raise ValueError(f"this job is a fork of checkpoint {checkpoint} of job "
+                             f"{parent if parent is not None else '(deleted)'}, which no longer "
+                             "exists")
+        record, blob = found
+        if hashlib.sha256(blob).hexdigest() != record.sha256:
+            raise ValueError(f"checkpoint {checkpoint} of job {parent}, which this fork starts "
+                             "from, is damaged (sha256 mismatch)")
+        log.info("job %s starts from checkpoint %s of job %s (epoch %s, step %s)%s", job.id,
+                 checkpoint, parent, record.epoch, record.step,
+                 " with its optimizer state" if job.resume_optimizer else "")
+        return blob
+
     def _judge(self, job) -> Callable[[int], bool] | None:
         """A trial's epoch-end question to its sweep's pruner (None outside sweeps); never
         asked at the last epoch, which ends the trial anyway."""
         if job.sweep_id is None:
             return None
+        sweep = self.store.get_sweep(job.sweep_id)
+        if sweep is None or sweep.early_stopping.get("method", "none") == "none":
+            return None  # nothing to ask: no wait for the epoch's writes either
         epochs = int((job.hyperparameters or {}).get("epochs", 0))
         return lambda epoch: epoch < epochs and sweep_driver.judge_epoch(self.store, job.id,
                                                                          epoch)

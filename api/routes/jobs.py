@@ -8,12 +8,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from api.deps import MAX_ID, CeleryDep, JobDep, PrincipalDep, SettingsDep, StoreDep
+from api.deps import (
+    MAX_ID,
+    CeleryDep,
+    JobDep,
+    PrincipalDep,
+    SettingsDep,
+    StoreDep,
+    get_job_or_404,
+)
 from api.errors import (
     JOB_FINISHED,
     NOT_FOUND,
     QUEUE_FULL,
     UNPARSABLE_BODY,
+    answer,
     checkpoint_not_found,
     conflict,
     invalid,
@@ -33,6 +42,7 @@ from api.schemas import (
     TextSample,
 )
 from api.security import Principal
+from api.services import forks
 from api.services.datasets import find_dataset
 from api.services.queue import queue_info
 from db.store import InvalidTransition, JobRecord, NotFound, QuotaExceeded
@@ -48,9 +58,15 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 MAX_METRIC_NAMES = 200
 
 
-def _validated_spec(body: JobCreate, settings: Any, store: Any, owner: str) -> dict[str, Any]:
-    """Check the job against the catalogue and the datasets (built-in ones and the owner's
-    uploads); return the filled hyperparameters."""
+def _spec_error(exc: SpecError):
+    return invalid(("body", *str(exc.field).split(".", 1)), exc.message)
+
+
+def _validated_spec(body: JobCreate, settings: Any, store: Any, owner: str,
+                    hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """Check the job (with `hyperparameters`: the body's, or a fork's) against the catalogue
+    and the datasets (built-in ones and the owner's uploads); return the filled
+    hyperparameters."""
 
     def kind_of(name: str) -> str | None:
         found = find_dataset(name, settings, store, owner)
@@ -58,14 +74,36 @@ def _validated_spec(body: JobCreate, settings: Any, store: Any, owner: str) -> d
 
     try:
         # Refuse what would not fit before it is queued.
-        hyperparameters = check_job(
-            body.model, body.hyperparameters, body.dataset, kind_of,
+        return check_job(
+            body.model, hyperparameters, body.dataset, kind_of,
             data_dir=settings.resolved_data_dir, max_parameters=settings.max_model_parameters,
             max_activation_bytes=settings.max_activation_bytes,
         )
     except SpecError as exc:
-        raise invalid(("body", *str(exc.field).split(".", 1)), exc.message) from exc
-    return hyperparameters
+        raise _spec_error(exc) from exc
+
+
+def _fork_spec(body: JobCreate, settings: Any, store: Any,
+               principal: Principal) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The job's filled hyperparameters and, for a fork (`from_checkpoint`), its parent
+    columns (api/services/forks.py). A parent the caller may not see is a 404, as any job."""
+    fork = body.from_checkpoint
+    if fork is None:
+        return _validated_spec(body, settings, store, principal.owner, body.hyperparameters), {}
+    parent = get_job_or_404(fork.job, store, principal)
+    try:
+        changed = forks.fork_hyperparameters(parent, body.model, body.hyperparameters)
+    except SpecError as exc:
+        raise _spec_error(exc) from exc
+    hyperparameters = _validated_spec(body, settings, store, principal.owner, changed)
+    try:
+        columns = forks.parent_columns(
+            store, parent, fork.checkpoint, model=body.model, dataset=body.dataset,
+            hyperparameters=hyperparameters, resume_optimizer=fork.resume_optimizer,
+            data_dir=settings.resolved_data_dir)
+    except SpecError as exc:
+        raise _spec_error(exc) from exc
+    return hyperparameters, columns
 
 
 @router.post(
@@ -75,6 +113,8 @@ def _validated_spec(body: JobCreate, settings: Any, store: Any, owner: str) -> d
     responses={
         **UNPARSABLE_BODY,
         **QUEUE_FULL,
+        **answer(404, "A fork's parent (from_checkpoint.job) does not exist, or is another "
+                 "user's job."),
         200: {"model": JobDetail,
               "description": "A retry: the job that the first request with this Idempotency-Key "
               "created."},
@@ -99,9 +139,10 @@ def submit_job(
 ) -> JobDetail:
     owner = principal.owner
     check_priority(body.priority, principal, settings)
-    hyperparameters = _validated_spec(body, settings, store, owner)
+    hyperparameters, parent_columns = _fork_spec(body, settings, store, principal)
     spec = {"model": body.model, "dataset": body.dataset, "hyperparameters": hyperparameters,
-            "device": body.device, "name": body.name, "priority": body.priority}
+            "device": body.device, "name": body.name, "priority": body.priority,
+            **parent_columns}
     # One user cannot fill the queue: the store counts and inserts as one step, so concurrent
     # submissions cannot overshoot the cap; a retry of a request that made its job is no new job.
     cap = settings.max_queued_jobs_per_user
@@ -114,7 +155,7 @@ def submit_job(
     except QuotaExceeded as exc:
         raise too_many_queued(owner, exc.queued, exc.limit) from exc
     if not created:  # the key's job exists: a retry, or a reuse of the key
-        if _differs(job, spec):
+        if _differs(job, spec, body):
             raise invalid(
                 ("header", "Idempotency-Key"),
                 f"Idempotency-Key {idempotency_key!r} was used for job {job.id} with a "
@@ -143,13 +184,19 @@ def check_priority(priority: int, principal: Principal, settings: Any) -> None:
                       f"{PRIORITY_MAX}")
 
 
-def _differs(job: JobRecord, spec: dict[str, Any]) -> bool:
+def _differs(job: JobRecord, spec: dict[str, Any], body: JobCreate) -> bool:
     """Whether a retried request asks for something else than the job its key created.
-    (Its priority may have been changed since with PATCH: not a difference.)"""
+    (Its priority may have been changed since with PATCH: not a difference; nor a fork's
+    default checkpoint, the parent's newest, which may be a later one by now.)"""
+    fork = body.from_checkpoint
     return (
         (job.model, job.dataset, job.device) != (spec["model"], spec["dataset"], spec["device"])
         or job.hyperparameters != spec["hyperparameters"]
         or (spec["name"] is not None and job.name != spec["name"])
+        or job.parent_job_id != (fork.job if fork else None)
+        or job.resume_optimizer != (fork.resume_optimizer if fork else False)
+        or (fork is not None and fork.checkpoint is not None
+            and job.parent_checkpoint_id != fork.checkpoint)
     )
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from db.store.base import json_safe
 from db.store.errors import Conflict, NotFound
 from db.store.records import CheckpointRecord, DatasetRecord, record_of
-from db.tables import DATASET_KINDS, LOCAL_OWNER, Checkpoint, Dataset, JobText, utcnow
+from db.tables import DATASET_KINDS, LOCAL_OWNER, Checkpoint, Dataset, Job, JobText, utcnow
 
 # Columns of the records: everything but the bytes.
 _CHECKPOINT_COLUMNS = tuple(getattr(Checkpoint, f.name) for f in fields(CheckpointRecord))
@@ -117,7 +117,9 @@ class ArtifactsMixin:
         """Delete all but the `keep_last` newest checkpoints of a job; returns how many went.
 
         Checkpoints are megabytes each and written every epoch: keeping the last few bounds the
-        database while a corrupt newest one still has older ones to fall back on."""
+        database while a corrupt newest one still has older ones to fall back on. A checkpoint
+        that a forked job starts from (its `parent_checkpoint_id`) is kept too: the fork's
+        worker reads it when it starts, and the fork's page links to it."""
         with self._session() as s:
             return self._prune_checkpoints(s, job_id, keep_last)
 
@@ -132,8 +134,12 @@ class ArtifactsMixin:
             .limit(keep_last)
             .scalar_subquery()
         )
+        # (NULLs filtered out: NOT IN over a list holding NULL matches nothing)
+        forked = select(Job.parent_checkpoint_id).where(
+            Job.parent_job_id == job_id, Job.parent_checkpoint_id.is_not(None))
         result = s.execute(
-            delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id.not_in(keep))
+            delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id.not_in(keep),
+                                     Checkpoint.id.not_in(forked))
         )
         return result.rowcount or 0
 

@@ -152,8 +152,23 @@ function wire(page) {
 
 // ---- rendering the job (GET /jobs/{id}) ------------------------------------------------------
 
+/** A forked run's parent (GET /jobs/{id} `parent`): "Forked from job 3 (checkpoint 7, epoch 5)",
+ * the job a link to its page. */
+function parentLine(parent) {
+  const optimizer = parent.resume_optimizer ? ", with its optimizer state" : "";
+  const job = parent.job === null || parent.job === undefined
+    ? "a deleted job"
+    : h("a", { href: `#/jobs/${parent.job}`, text: `job ${parent.job}` });
+  return h("span", { id: "job-parent" }, "Forked from ", job,
+    ` (checkpoint ${parent.checkpoint}, epoch ${parent.epoch}${optimizer})`);
+}
+
 function summaryRows(job, progress) {
   const rows = [
+    ...(job.parent ? [kv("parent", parentLine(job.parent))] : []),
+    ...(job.sweep_id !== null && job.sweep_id !== undefined
+      ? [kv("sweep", h("a", { href: `#/sweeps/${job.sweep_id}`, id: "job-sweep",
+        text: `trial ${job.trial} of sweep ${job.sweep_id}` }))] : []),
     kv("model", job.model), kv("dataset", job.dataset), kv("device", job.device),
     kv("priority", String(job.priority ?? 0)),
     kv("progress", progress || progressBar(job)),
