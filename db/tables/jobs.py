@@ -74,6 +74,9 @@ class Job(Base):
         UniqueConstraint("owner", "idempotency_key", info={"serves": (
             "One job per owner and Idempotency-Key: a retried POST /jobs finds the job the "
             "first request created. NULL keys never collide.")}),
+        Index("ix_jobs_parent_job_id", "parent_job_id", info={"serves": (
+            "The checkpoints that forks start from, which a parent's checkpoint pruning keeps "
+            "(WHERE parent_job_id = ?) (0009).")}),
         UniqueConstraint("sweep_id", "trial", info={"serves": (
             "A sweep's trials in order (WHERE sweep_id = ? ORDER BY trial), and the guarantee "
             "that no trial number is launched twice however many processes advance the "

@@ -75,10 +75,12 @@ def upgrade() -> None:
         batch.create_unique_constraint(op.f("uq_jobs_sweep_id_trial"), ["sweep_id", "trial"])
         batch.drop_constraint(op.f("ck_jobs_status"), type_="check")
         batch.create_check_constraint(op.f("ck_jobs_status"), f"status IN ({NEW_STATUSES})")
+    op.create_index(op.f("ix_jobs_parent_job_id"), "jobs", ["parent_job_id"])
 
 
 def downgrade() -> None:
     op.execute("UPDATE jobs SET status = 'cancelled' WHERE status = 'pruned'")
+    op.drop_index(op.f("ix_jobs_parent_job_id"), table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_constraint(op.f("ck_jobs_status"), type_="check")
         batch.create_check_constraint(op.f("ck_jobs_status"), f"status IN ({OLD_STATUSES})")
