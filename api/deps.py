@@ -14,6 +14,7 @@ from celery import Celery
 from fastapi import Depends, Request
 
 from api.errors import job_not_found, jobs_not_found
+from api.schemas.common import MAX_ID
 from api.security import Principal, current_principal
 from api.services.series_cache import FinishedSeriesCache
 from core.settings import Settings
@@ -43,10 +44,8 @@ PrincipalDep = Annotated[Principal, Depends(current_principal)]
 SeriesCacheDep = Annotated[FinishedSeriesCache, Depends(get_series_cache)]
 
 
-# Job and checkpoint ids are INTEGER columns (db/tables/): larger ids cannot exist, and
-# Postgres would answer them with "integer out of range" (a 500), so they get a 404 before
-# any query. Raise this if the columns ever become BIGINT.
-MAX_ID = 2**31 - 1
+# Job and checkpoint ids larger than MAX_ID (api/schemas/common.py) cannot exist, and Postgres
+# would answer them with "integer out of range" (a 500), so they get a 404 before any query.
 
 
 def get_job_or_404(job_id: int, store: StoreDep, principal: PrincipalDep) -> JobRecord:
