@@ -3,7 +3,8 @@
 Modules: mlp, cnn, rnn_lm (one nn.Module + config each), family (what a family's entry is
 made of), registry (the family table: hyperparameters, data kind, metrics, config and size of
 each family, and validation), limits (a job's size before it runs), data (datasets as tensors)
-and train (``fit``, the training core).
+checkpoints (saving and restoring a run, and starting a fork from another's weights) and
+train (``fit``, the training core).
 
 This package file imports only the torch-free modules (importing ``models.registry`` must not
 pull in torch): it holds `check_job`, the whole check of a job before it is queued.

@@ -4,4 +4,5 @@ datasets.py  the dataset catalogue: built-in datasets on this machine plus users
 compare.py   runs side by side: the settings that differ, and labels made of them
 queue.py     why a queued job waits: its reason in words, and when it should start
 series_cache.py  the curves of finished runs kept for GET /compare/series (LRU by bytes)
+forks.py     whether a checkpoint can start a forked run (same family, same shapes)
 """
