@@ -127,4 +127,12 @@ def sweep_importance(sweep_id: int, store: StoreDep, principal: PrincipalDep) ->
     sweep = _visible(sweep_id, store, principal)
     trials = store.sweep_trials(sweep.id, sweep.objective_metric)
     found, used = importances(sweep, dimensions_from_json(sweep.space, sweep.model), trials)
-    return SweepImportance(importances=found, evaluator="PED-ANOVA (Optuna)", trials_used=used)
+    pruned = sum(t.status == "pruned" for t in trials)
+    note = None
+    if used < 2:
+        note = "needs two completed trials"
+    elif pruned:
+        note = (f"computed from the {used} completed trials only: the {pruned} pruned ones "
+                "(stopped early as worse) are left out, so this describes the survivors")
+    return SweepImportance(importances=found, evaluator="PED-ANOVA (Optuna)", trials_used=used,
+                           note=note)

@@ -148,3 +148,6 @@ class SweepImportance(BaseModel):
         "(0 to 1, summing to 1), most important first; empty below two completed trials.")
     evaluator: str = Field(description="The evaluator that computed them.")
     trials_used: int = Field(description="The completed trials they are computed from.")
+    note: str | None = Field(
+        default=None, description="What to keep in mind, e.g. that pruned trials (the ones "
+        "early stopping judged worse) are left out, so the figures describe the survivors.")

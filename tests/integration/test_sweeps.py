@@ -122,6 +122,12 @@ def test_asha_prunes_and_a_pruned_trial_keeps_its_metrics_and_checkpoints(client
         assert checkpoints and checkpoints[-1]["epoch"] == trial["pruned_at_epoch"]
     # Pruned trials are a status of their own in the job lists.
     assert client.get("/jobs?status=pruned").json()["total"] == len(pruned)
+    importance = client.get(f"/sweeps/{sweep['id']}/importance").json()
+    completed = done["counts"]["succeeded"]
+    assert importance["trials_used"] == completed
+    if completed >= 2:
+        assert set(importance["importances"]) == {"lr"}
+        assert f"the {len(pruned)} pruned ones" in importance["note"]
 
 
 def test_all_trials_failing_ends_the_sweep_failed_without_burning_its_budget(client, store,
