@@ -281,7 +281,7 @@ class JobsMixin:
     def finish_job(
         self, job_id: int, status: str, error: str | None = None, attempt: int | None = None
     ) -> bool:
-        """running -> succeeded | failed | cancelled, with finished_at; ends the attempt.
+        """running -> succeeded | failed | cancelled | pruned, with finished_at; ends the attempt.
         False if not running (or, given `attempt`, not in that attempt any more)."""
         if status not in FINISHED:
             words = ", ".join(s for s in JobStatus if s.finished)
