@@ -13,7 +13,6 @@ from typing import Any
 
 from core.states import JobStatus
 from db.store import JobRecord, Store, SweepRecord, TrialRecord
-from db.tables import utcnow
 from models import check_job
 from models.registry import SpecError, dataset_kind_for
 from sweeps.search import propose, should_prune
@@ -134,24 +133,27 @@ def judge_epoch(store: Store, job_id: int, epoch: int) -> bool:
                         job_id, epoch)
 
 
+def trial_row(sweep: SweepRecord, t: TrialRecord) -> dict[str, Any]:
+    """One trial as GET /sweeps/{id} lists it."""
+    return {
+        "job_id": t.job_id, "number": t.number, "name": t.name, "status": t.status,
+        "params": {k: t.hyperparameters.get(k) for k in sweep.space},
+        "objective": trial_objective(t),
+        "last_objective": t.objective[max(t.objective)] if t.objective else None,
+        "epoch": t.epoch, "total_epochs": t.total_epochs,
+        "pruned_at_epoch": t.epoch if t.status == JobStatus.PRUNED else None,
+        "error": t.error, "created_at": t.created_at, "started_at": t.started_at,
+        "finished_at": t.finished_at,
+    }
+
+
 def summary(sweep: SweepRecord, trials: list[TrialRecord]) -> dict[str, Any]:
     """What GET /sweeps/{id} adds to the row: counts per status, the best trial, each trial."""
-    counts: dict[str, int] = {s.value: 0 for s in JobStatus}
+    counts: dict[str, int] = {}
     for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1
-    rows = []
-    for t in trials:
-        rows.append({
-            "job_id": t.job_id, "number": t.number, "name": t.name, "status": t.status,
-            "params": {k: t.hyperparameters.get(k) for k in sweep.space},
-            "objective": trial_objective(t),
-            "last_objective": t.objective[max(t.objective)] if t.objective else None,
-            "epoch": t.epoch,
-            "pruned_at_epoch": t.epoch if t.status == JobStatus.PRUNED else None,
-            "error": t.error,
-            "created_at": t.created_at, "finished_at": t.finished_at,
-        })
+    rows = [trial_row(sweep, t) for t in trials]
     scored = [r for r in rows if r["objective"] is not None]
     sign = 1 if sweep.objective_goal == "max" else -1
     best = max(scored, key=lambda r: (sign * r["objective"], -r["number"]), default=None)
-    return {"counts": counts, "best": best, "trials": rows, "as_of": utcnow()}
+    return {"counts": counts, "best": best, "trials": rows}

@@ -220,6 +220,8 @@ def list_jobs(
     principal: PrincipalDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     model: Annotated[str | None, Query(description="Only jobs of this model.")] = None,
+    sweep_id: Annotated[int | None, Query(ge=1, le=2**31 - 1,
+                                          description="Only this sweep's trials.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     before: Annotated[
@@ -242,11 +244,11 @@ def list_jobs(
         # its top, and stable while new jobs arrive.
         jobs, total, offset = store.list_jobs_keyset(
             status=status, model=model, limit=limit, before=before, after=after,
-            owner=principal.owner_filter,
+            owner=principal.owner_filter, sweep_id=sweep_id,
         )
     else:
         jobs, total = store.list_jobs(status=status, model=model, limit=limit, offset=offset,
-                                      owner=principal.owner_filter)
+                                      owner=principal.owner_filter, sweep_id=sweep_id)
     bests = store.best_metrics([job.id for job in jobs], LISTED_METRICS)
     # One query for the page's queued jobs, whatever their number ("#3 in queue").
     positions = store.queue_positions([job.id for job in jobs if job.status == "queued"])

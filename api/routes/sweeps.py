@@ -14,6 +14,7 @@ from api.routes.jobs import check_priority
 from api.schemas import SweepCreate, SweepImportance, SweepList, SweepOut, SweepStatus
 from api.security import Principal
 from api.services.datasets import find_dataset
+from api.services.importance import IMPORTANCES
 from db.store import Store, SweepRecord
 from models.registry import SpecError, check_dataset_kind
 from sweeps import driver
@@ -28,18 +29,18 @@ router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 SWEEP_FINISHED = answer(409, "The sweep already ended.")
 
 
-def _out(sweep: SweepRecord, summary: dict[str, Any], with_trials: bool) -> SweepOut:
+def _out(sweep: SweepRecord, counts: dict[str, int], best: dict[str, Any] | None,
+         trials: list[dict[str, Any]]) -> SweepOut:
     fields = sweep.to_dict()
     fields["objective"] = {"metric": fields.pop("objective_metric"),
                            "goal": fields.pop("objective_goal")}
-    return SweepOut(**fields, counts={k: v for k, v in summary["counts"].items() if v},
-                    launched=len(summary["trials"]), best=summary["best"],
-                    trials=summary["trials"] if with_trials else [])
+    return SweepOut(**fields, counts={k: v for k, v in counts.items() if v},
+                    launched=sum(counts.values()), best=best, trials=trials)
 
 
 def _detail(store: Store, sweep: SweepRecord) -> SweepOut:
-    trials = store.sweep_trials(sweep.id, sweep.objective_metric)
-    return _out(sweep, driver.summary(sweep, trials), with_trials=True)
+    summary = driver.summary(sweep, store.sweep_trials(sweep.id, sweep.objective_metric))
+    return _out(sweep, summary["counts"], summary["best"], summary["trials"])
 
 
 def _visible(sweep_id: int, store: Store, principal: Principal) -> SweepRecord:
@@ -94,10 +95,12 @@ def list_sweeps(
 ) -> SweepList:
     sweeps, total = store.list_sweeps(owner=principal.owner_filter, limit=limit, offset=offset,
                                       status=status)
-    items = []
-    for sweep in sweeps:
-        trials = store.sweep_trials(sweep.id, sweep.objective_metric)
-        items.append(_out(sweep, driver.summary(sweep, trials), with_trials=False))
+    # Counts and the best trial only: two queries for the page, whatever its sweeps' sizes.
+    counts = store.trial_counts([sweep.id for sweep in sweeps])
+    bests = store.best_trials(sweeps)
+    items = [_out(sweep, counts[sweep.id],
+                  driver.trial_row(sweep, bests[sweep.id]) if sweep.id in bests else None, [])
+             for sweep in sweeps]
     return SweepList(items=items, total=total, limit=limit, offset=offset)
 
 
@@ -126,8 +129,11 @@ def cancel_sweep(sweep_id: int, store: StoreDep, principal: PrincipalDep) -> Swe
 def sweep_importance(sweep_id: int, store: StoreDep, principal: PrincipalDep) -> SweepImportance:
     sweep = _visible(sweep_id, store, principal)
     trials = store.sweep_trials(sweep.id, sweep.objective_metric)
-    found, used = importances(sweep, dimensions_from_json(sweep.space, sweep.model), trials)
     pruned = sum(t.status == "pruned" for t in trials)
+    completed = sum(t.status == "succeeded" for t in trials)
+    found, used = IMPORTANCES.get(
+        (sweep.id, completed, pruned),
+        lambda: importances(sweep, dimensions_from_json(sweep.space, sweep.model), trials))
     note = None
     if used < 2:
         note = "needs two completed trials"

@@ -101,9 +101,12 @@ class SweepTrial(BaseModel):
     last_objective: float | None = Field(
         description="The latest objective it reported (running and pruned trials too).")
     epoch: int = Field(description="Epochs done.")
+    total_epochs: int | None = Field(default=None, description="Epochs it trains in all "
+                                     "(null before its first progress report).")
     pruned_at_epoch: int | None = Field(description="The epoch a pruned trial stopped at.")
     error: str | None
     created_at: datetime
+    started_at: datetime | None = None
     finished_at: datetime | None
 
 

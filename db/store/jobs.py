@@ -26,9 +26,12 @@ QUEUE_CAP_LOCK_CLASS = 0x7479_6A62  # "tyjb"
 
 
 def _job_filters(status: str | Sequence[str] | None, model: str | None,
-                 owner: str | None) -> list[Any]:
-    """WHERE terms of the job lists: status (one or several), model, owner; None: any."""
+                 owner: str | None, sweep_id: int | None = None) -> list[Any]:
+    """WHERE terms of the job lists: status (one or several), model, owner, sweep (its
+    trials); None: any."""
     filters = [] if owner is None else [Job.owner == owner]
+    if sweep_id is not None:
+        filters.append(Job.sweep_id == sweep_id)
     if status is not None:
         statuses = [status] if isinstance(status, str) else list(status)
         filters.append(Job.status.in_(statuses))
@@ -180,10 +183,11 @@ class JobsMixin:
         limit: int = 50,
         offset: int = 0,
         owner: str | None = None,
+        sweep_id: int | None = None,
     ) -> tuple[list[JobRecord], int]:
         """One page of jobs, newest first, and the total number matching the filters
         (`owner`: only that user's jobs; None: everyone's)."""
-        filters = _job_filters(status, model, owner)
+        filters = _job_filters(status, model, owner, sweep_id)
         with self._session() as s:
             total = s.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
             page = s.scalars(
@@ -435,6 +439,7 @@ class JobsMixin:
         before: int | None = None,
         after: int | None = None,
         owner: str | None = None,
+        sweep_id: int | None = None,
     ) -> tuple[list[JobRecord], int, int]:
         """One page of jobs, newest first, found by id (keyset) rather than by offset.
 
@@ -447,7 +452,7 @@ class JobsMixin:
         a long list costs what the first one does; only the two counts grow with the table.
         `owner`: only that user's jobs (index (owner, status, id)); None: everyone's.
         """
-        filters = _job_filters(status, model, owner)
+        filters = _job_filters(status, model, owner, sweep_id)
         limit = max(int(limit), 0)
         stmt = select(Job).where(*filters)
         if after is not None:

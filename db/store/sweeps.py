@@ -68,6 +68,7 @@ class TrialRecord(Record):
     created_at: dt.datetime
     finished_at: dt.datetime | None
     objective: dict[int, float]
+    started_at: dt.datetime | None = None
 
 
 class SweepsMixin:
@@ -131,6 +132,7 @@ class SweepsMixin:
             jobs = s.execute(select(
                 Job.id, Job.trial, Job.name, Job.status, Job.hyperparameters, Job.epoch,
                 Job.total_epochs, Job.step, Job.error, Job.created_at, Job.finished_at,
+                Job.started_at,
             ).where(Job.sweep_id == sweep_id).order_by(Job.trial)).all()
             objective: dict[int, dict[int, float]] = {j.id: {} for j in jobs}
             ids = list(objective)
@@ -144,7 +146,39 @@ class SweepsMixin:
                             hyperparameters=j.hyperparameters, epoch=j.epoch,
                             total_epochs=j.total_epochs, step=j.step, error=j.error,
                             created_at=j.created_at, finished_at=j.finished_at,
-                            objective=objective[j.id]) for j in jobs]
+                            objective=objective[j.id], started_at=j.started_at) for j in jobs]
+
+    def best_trials(self, sweeps: Sequence[SweepRecord]) -> dict[int, TrialRecord]:
+        """Each sweep's succeeded trial with the best objective (its metric at the trial's
+        last epoch), for lists of sweeps: one index seek per succeeded trial, no curves."""
+        by_metric: dict[str, list[SweepRecord]] = {}
+        for sweep in sweeps:
+            by_metric.setdefault(sweep.objective_metric, []).append(sweep)
+        best: dict[int, TrialRecord] = {}
+        with self._session() as s:
+            for metric, group in by_metric.items():
+                goals = {sw.id: sw.objective_goal for sw in group}
+                rows = s.execute(select(
+                    Job.sweep_id, Job.id, Job.trial, Job.name, Job.status, Job.hyperparameters,
+                    Job.epoch, Job.total_epochs, Job.step, Job.error, Job.created_at,
+                    Job.finished_at, Job.started_at, Metric.value,
+                ).join(Metric, (Metric.job_id == Job.id) & (Metric.name == metric)
+                       & (Metric.epoch == Job.epoch)).where(
+                    Job.sweep_id.in_(list(goals)), Job.status == JobStatus.SUCCEEDED,
+                    Metric.value.is_not(None))).all()
+                for r in rows:
+                    sign = 1 if goals[r.sweep_id] == "max" else -1
+                    held = best.get(r.sweep_id)
+                    if held is not None and (sign * held.objective[held.epoch], -held.number) >= (
+                            sign * r.value, -r.trial):
+                        continue
+                    best[r.sweep_id] = TrialRecord(
+                        job_id=r.id, number=r.trial, name=r.name, status=r.status,
+                        hyperparameters=r.hyperparameters, epoch=r.epoch,
+                        total_epochs=r.total_epochs, step=r.step, error=r.error,
+                        created_at=r.created_at, finished_at=r.finished_at,
+                        objective={r.epoch: r.value}, started_at=r.started_at)
+        return best
 
     def _lock_sweep(self, s: Session, sweep_id: int) -> Sweep | None:
         """The sweep's row, locked until the transaction ends (Postgres: FOR UPDATE; SQLite:

@@ -60,6 +60,10 @@ def test_a_grid_runs_each_combination_exactly_once(client, store, api_settings):
     assert job["sweep_id"] == sweep["id"] and job["trial"] == best["number"]
     assert job["name"] == f"depth-and-activation-t{best['number']}"
     assert job["hyperparameters"]["epochs"] == 3  # the fixed values are every trial's
+    trials = client.get(f"/jobs?sweep_id={sweep['id']}&status=succeeded").json()
+    assert trials["total"] == 4 and {j["trial"] for j in trials["items"]} == {0, 1, 2, 3}
+    assert client.get("/jobs?sweep_id=999").json()["total"] == 0
+    assert all(t["total_epochs"] == 3 and t["started_at"] for t in done["trials"])
     listed = client.get("/sweeps").json()
     assert listed["total"] == 1 and listed["items"][0]["trials"] == []
     assert listed["items"][0]["best"]["job_id"] == best["job_id"]

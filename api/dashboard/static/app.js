@@ -1,5 +1,6 @@
 // Trainyard dashboard: the shell. It signs the page in, then shows the page the hash route names
-// (#/, #/jobs/42, #/compare?ids=1,2, #/new) in <main id="view">, unmounting the one before.
+// (#/, #/jobs/42, #/sweeps, #/sweeps/7, #/compare?ids=1,2, #/new) in <main id="view">,
+// unmounting the one before.
 // Every value from the server is user data: it enters the page through textContent only (see
 // js/dom.js); there is no inline script and no markup built from strings.
 "use strict";
@@ -17,6 +18,8 @@ import { loadSession, mountSignIn, setSession, signOut } from "./js/signin.js";
 const routes = [
   { pattern: /^\/?$/, nav: "jobs", load: async () => jobsPage },
   { pattern: /^\/jobs\/(\d+)$/, nav: "jobs", load: () => import("./js/job.js") },
+  { pattern: /^\/sweeps$/, nav: "sweeps", load: () => import("./js/sweeps.js") },
+  { pattern: /^\/sweeps\/(\d+)$/, nav: "sweeps", load: () => import("./js/sweep.js") },
   { pattern: /^\/compare$/, nav: "compare", load: () => import("./js/compare.js") },
   { pattern: /^\/new$/, nav: "new", load: () => import("./js/submit.js") },
   { pattern: /^\/workers$/, nav: "workers", load: () => import("./js/workers.js") },

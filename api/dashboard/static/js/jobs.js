@@ -12,7 +12,7 @@ import {
 import { navigate } from "./router.js";
 import { REFRESH_MS, selection } from "./state.js";
 
-const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
+const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "pruned"];
 const PAGE_SIZES = [25, 50, 100, 200];
 const DEFAULT_PAGE_SIZE = "50";
 const COLUMNS = ["id", "name", "status", "priority", "model", "dataset", "device", "progress", "duration", "best", ""];

@@ -1,4 +1,4 @@
-// The page's address: a hash route (#/, #/jobs/42, #/compare?ids=1,2, #/new) read and written.
+// The page's address: a hash route (#/, #/jobs/42, #/sweeps/7, #/compare?ids=1,2, #/new) read and written.
 // Which page each route shows is app.js's business; pages only ask to go somewhere.
 "use strict";
 
