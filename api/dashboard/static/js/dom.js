@@ -145,3 +145,18 @@ export function updateProgress(wrap, job) {
 export function scrollTable(table, extraClass = "") {
   return h("div", { class: `table-scroll ${extraClass}`.trim() }, table);
 }
+
+/**
+ * The job, compare and sweep pages draw with plotly.js: a list page fetches and compiles it
+ * while it idles, so that the page a user opens from it does not wait for it. Returns a
+ * function that calls it off.
+ */
+export function preloadChartsWhenIdle() {
+  const preload = () => import("./charts.js").then((m) => m.loadPlotly()).catch(() => {});
+  if (window.requestIdleCallback && window.cancelIdleCallback) {
+    const idle = window.requestIdleCallback(preload, { timeout: 3000 });
+    return () => window.cancelIdleCallback(idle);
+  }
+  const timer = window.setTimeout(preload, 1500);
+  return () => window.clearTimeout(timer);
+}

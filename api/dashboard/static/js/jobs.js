@@ -6,8 +6,8 @@ import { api, ApiError, API_BASE, poll, session } from "./api.js";
 import { showError } from "./banner.js";
 import { catalogue } from "./catalogue.js";
 import {
-  ACTIVE, fmtDuration, fmtMetric, h, jobDuration, METRIC_SHORT, progressBar, scrollTable,
-  setText, statusBadge, updateProgress,
+  ACTIVE, fmtDuration, fmtMetric, h, jobDuration, METRIC_SHORT, preloadChartsWhenIdle,
+  progressBar, scrollTable, setText, statusBadge, updateProgress,
 } from "./dom.js";
 import { navigate } from "./router.js";
 import { REFRESH_MS, selection } from "./state.js";
@@ -320,20 +320,6 @@ async function refresh(page) {
   }
 }
 
-/**
- * The job and compare pages draw with plotly.js: fetch and compile it while this page idles,
- * so that "Compare selected" opens without waiting for it. Returns a function that calls it off.
- */
-function preloadCharts() {
-  const preload = () => import("./charts.js").then((m) => m.loadPlotly()).catch(() => {});
-  if (window.requestIdleCallback && window.cancelIdleCallback) {
-    const idle = window.requestIdleCallback(preload, { timeout: 3000 });
-    return () => window.cancelIdleCallback(idle);
-  }
-  const timer = window.setTimeout(preload, 1500);
-  return () => window.clearTimeout(timer);
-}
-
 export async function mount(view, { params }) {
   const query = queryFrom(params);
   const models = await catalogue().catch(() => ({}));
@@ -347,7 +333,7 @@ export async function mount(view, { params }) {
   wire(page);
   renderSelection(page.ui);
   const stop = poll(() => refresh(page), REFRESH_MS);
-  const cancelPreload = preloadCharts();
+  const cancelPreload = preloadChartsWhenIdle();
   return () => {
     stop();
     cancelPreload();

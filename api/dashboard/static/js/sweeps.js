@@ -4,7 +4,7 @@
 
 import { API_BASE, api, poll, session } from "./api.js";
 import { showError } from "./banner.js";
-import { fmtMetric, fmtTime, h, scrollTable, setText, statusBadge } from "./dom.js";
+import { fmtMetric, fmtTime, h, preloadChartsWhenIdle, scrollTable, setText, statusBadge } from "./dom.js";
 import { navigate } from "./router.js";
 import { REFRESH_MS } from "./state.js";
 
@@ -180,20 +180,6 @@ async function refresh(page) {
   }
 }
 
-/**
- * The sweep page draws with plotly.js: fetch and compile it while this list idles (as the jobs
- * list does), so that a sweep opens without waiting for it. Returns a function that calls it off.
- */
-function preloadCharts() {
-  const preload = () => import("./charts.js").then((m) => m.loadPlotly()).catch(() => {});
-  if (window.requestIdleCallback && window.cancelIdleCallback) {
-    const idle = window.requestIdleCallback(preload, { timeout: 3000 });
-    return () => window.cancelIdleCallback(idle);
-  }
-  const timer = window.setTimeout(preload, 1500);
-  return () => window.clearTimeout(timer);
-}
-
 export async function mount(view, { params }) {
   const offset = Math.max(0, Number.parseInt(params.get("offset") || "0", 10) || 0);
   const query = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(offset) });
@@ -204,7 +190,7 @@ export async function mount(view, { params }) {
   ui.newer.addEventListener("click", () => go(ui.status.value, Math.max(0, offset - PAGE_SIZE)));
   ui.older.addEventListener("click", () => go(ui.status.value, offset + PAGE_SIZE));
   const stop = poll(() => refresh(page), REFRESH_MS);
-  const cancelPreload = preloadCharts();
+  const cancelPreload = preloadChartsWhenIdle();
   return () => {
     stop();
     cancelPreload();
