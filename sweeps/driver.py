@@ -103,8 +103,10 @@ def advance(store: Store, sweep_id: int, settings: Any) -> list[JobRecord]:
             break
         proposed = propose(sweep, space, trials)
         hp, error = trial_hyperparameters(sweep, proposed, settings)
-        job = store.launch_trial(sweep_id, len(trials), hp, error=error)
-        if job is None:  # another process launched this number, or the sweep ended
+        job = store.launch_trial(sweep_id, len(trials), hp, error=error,
+                                 max_queued=settings.max_queued_jobs_per_user)
+        if job is None:  # another process launched this number, the sweep ended, or its
+            # owner's queue is full (TRAINYARD_MAX_QUEUED_JOBS_PER_USER): a later pass goes on
             break
         if error is None:
             launched.append(job)

@@ -189,12 +189,16 @@ class SweepsMixin:
         return s.scalar(select(Sweep).where(Sweep.id == sweep_id).with_for_update())
 
     def launch_trial(self, sweep_id: int, number: int, hyperparameters: Mapping[str, Any],
-                     error: str | None = None) -> JobRecord | None:
+                     error: str | None = None, max_queued: int | None = None
+                     ) -> JobRecord | None:
         """Insert trial `number` of a running sweep as a queued job of its owner (or, with
         `error`, as a failed one: its proposal could not run). None, inserting nothing, unless
         the sweep is running, `number` is the next trial number, fewer than `max_trials`
-        trials exist and fewer than `max_concurrent` are queued or running: checked under a
-        lock on the sweep's row, so racing launchers never exceed either limit."""
+        trials exist, fewer than `max_concurrent` are queued or running and (with
+        `max_queued`) its owner has fewer queued jobs than that, the per-user cap of POST
+        /jobs: checked under a lock on the sweep's row (and, on Postgres, the owner's queue
+        lock), so racing launchers never exceed any of these limits. A sweep held back by
+        the cap launches once its owner's queue drains (the reconciler advances it)."""
         with self._session() as s:
             sweep = self._lock_sweep(s, sweep_id)
             if sweep is None or sweep.status != "running":
@@ -206,6 +210,11 @@ class SweepsMixin:
                 return None
             if error is None and active >= sweep.max_concurrent:
                 return None
+            if error is None and max_queued is not None:
+                if self.dialect == "postgresql":  # SQLite holds its one write lock already
+                    self._lock_owner_queue(s, sweep.owner)
+                if self._count_jobs(s, sweep.owner, ["queued"]) >= max_queued:
+                    return None
             now = utcnow()
             job = Job(
                 name=f"{sweep.name}-t{number}", model=sweep.model, dataset=sweep.dataset,

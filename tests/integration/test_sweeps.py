@@ -223,3 +223,20 @@ def test_another_users_sweep_is_not_found(store, tmp_path: Path):
         assert client.get(f"/sweeps/{sweep['id']}", headers=keys["root"]).status_code == 200
         trial = sweep["trials"][0]
         assert store.get_job(trial["job_id"]).owner == "alice"  # trials are the owner's jobs
+
+
+def test_trials_respect_their_owners_queued_job_cap(store, tmp_path: Path):
+    settings = Settings(home=tmp_path / "home", broker_url=None, database_url=None,
+                        data_dir=tmp_path / "data", reconcile_in_api=False,
+                        max_queued_jobs_per_user=3)
+    with TestClient(create_app(settings, store=store),
+                    base_url="http://127.0.0.1:8000") as client:
+        own = client.post("/jobs", json={"model": "mlp", "dataset": "digits",
+                                         "hyperparameters": TINY})
+        assert own.status_code == 201
+        sweep = client.post("/sweeps", json={**GRID, "max_concurrent": 4}).json()
+        assert sweep["launched"] == 2  # 1 queued job of the user's + 2 trials = the cap of 3
+        assert driver.advance(store, sweep["id"], settings) == []
+        store.claim_job(own.json()["id"], worker="w")  # the user's own job leaves the queue
+        assert len(driver.advance(store, sweep["id"], settings)) == 1
+        assert client.get(f"/sweeps/{sweep['id']}").json()["launched"] == 3
