@@ -36,11 +36,22 @@ measured request:
   api process: the same two figures for the API's process (on SQLite, the database engine
       runs inside it).
 
-Cold and warm: the service runs with the API's cache of finished runs' curves turned off
-(TRAINYARD_COMPARE_CACHE_BYTES=0), so the figures above are the full read every time. Then a
-second `trainyard api` on the same database, with the cache on, answers the page's request once
-(cold: every curve read and cached) and `--repeats` times more (warm: what the compare page's
-polling costs while every run has finished).
+Cold, cached and summarised: the service runs with the API's cache of finished runs' curves
+turned off (TRAINYARD_COMPARE_CACHE_BYTES=0) and without series summaries
+(TRAINYARD_COMPARE_SUMMARIES=false, so neither the API nor the worker's reconciler stores any),
+so the figures above are the full read every time. Then, each on the same database:
+
+  cached:      a second `trainyard api` with the cache on answers the page's request once (cold:
+               every curve read and cached) and `--repeats` times more (warm: what the compare
+               page's polling costs while every run has finished);
+  summarised:  the reconciler's pass (Store.summarise_settled_runs, SUMMARISE_RUNS runs a pass)
+               is run here until every run is summarised, as the worker's reconciler would
+               have left the table, and timed; then an API just started with summaries on
+               and its cache off answers the page's request (and the default 200 points, which
+               it computes once and stores) `--repeats` times: each answer read from the
+               stored summaries, with the memory figures above; and one more API just started
+               with both on answers once (its cache empty: the first visit after a restart)
+               and `--repeats` times more (warm).
 
 The cap: the results record TRAINYARD_MAX_COMPARE_SERIES and the answer to one request just
 over it (cap / 20 + 1 runs x 20 names): a 422 naming the field.
@@ -53,6 +64,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import math
 import random
@@ -81,8 +93,11 @@ COPY_BATCH = 25  # runs copied per INSERT ... SELECT
 
 def page_max_points(runs: int) -> int:
     """What api/dashboard/static/js/compare.js asks for (maxPointsFor): a 20,000-point budget
-    per chart shared by the runs, between 50 and 1,000."""
-    return max(50, min(1000, 20_000 // max(1, runs)))
+    per chart shared by the runs, rounded down to a level of COMPARE_LEVELS (at least 50)."""
+    from core.metrics import COMPARE_LEVELS
+
+    share = 20_000 // max(1, runs)
+    return max([level for level in COMPARE_LEVELS if level <= share] or [min(COMPARE_LEVELS)])
 
 
 # ------------------------------------------------------------------ seeding
@@ -232,85 +247,161 @@ def postgres_backends(store) -> list[int]:
 
 
 # ------------------------------------------------------------------ measuring
-def measure(bench, run_ids: list[int], names: list[str], max_points: int, repeats: int) -> dict:
+def measure(bench, run_ids: list[int], names: list[str], max_points: int, repeats: int,
+            api: tuple | None = None) -> dict:
+    """The request, once to warm up (`first_ms`), then `repeats` times with memory figures;
+    on the service's API, or on `api` = (httpx client, pid) of another."""
     params = {"ids": f"{run_ids[0]}-{run_ids[-1]}", "names": ",".join(names),
               "max_points": max_points}
     assert run_ids == list(range(run_ids[0], run_ids[-1] + 1))
-    api_label = "api" if "api" in bench.service.processes else "up"
-    api_pid = bench.service.processes[api_label].pid
-    warm = bench.http.get("/compare/series", params=params, timeout=600)
+    if api is None:
+        api_label = "api" if "api" in bench.service.processes else "up"
+        api = bench.http, bench.service.processes[api_label].pid
+    http, api_pid = api
+    t0 = time.perf_counter()
+    warm = http.get("/compare/series", params=params, timeout=600)
+    first_ms = (time.perf_counter() - t0) * 1000
     if warm.status_code != 200:
         raise RuntimeError(f"GET /compare/series: {warm.status_code} {warm.text[:300]}")
-    times, backend, api = [], [], []
+    time.sleep(1)  # what the first answer stores once it has gone (summaries) is written
+    times, backend, api_memory = [], [], []
     body = warm.json()
     for _ in range(repeats):
         pg_pids = postgres_backends(bench.store) if bench.mode == "distributed" else []
         with PeakMemory(pg_pids) as pg_peak, PeakMemory([api_pid]) as api_peak:
             t0 = time.perf_counter()
-            response = bench.http.get("/compare/series", params=params, timeout=600)
+            response = http.get("/compare/series", params=params, timeout=600)
             content = response.content
             times.append(time.perf_counter() - t0)
         if response.status_code != 200:
             raise RuntimeError(f"GET /compare/series: {response.status_code} {content[:300]}")
         if pg_pids:
             backend.append(pg_peak.largest())
-        api.append(api_peak.largest())
+        api_memory.append(api_peak.largest())
+    if content != warm.content:
+        raise RuntimeError("GET /compare/series answered differently the second time")
     series = [s for by in body["series"].values() for s in by.values()]
     ms = [t * 1000 for t in times]
     out = {
         "runs": len(body["runs"]), "names": len(names), "series": len(series),
         "max_points": max_points, "points": sum(len(s["step"]) for s in series),
-        "bytes": len(content),
+        "bytes": len(content), "first_ms": round(first_ms, 1),
         "request_ms": {"median": round(statistics.median(ms), 1), "min": round(min(ms), 1),
                        "max": round(max(ms), 1), "values": [round(m, 1) for m in ms]},
-        "api_process": _worst(api),
+        "api_process": _worst(api_memory),
+        "sha256": hashlib.sha256(content).hexdigest(),
     }
     if backend:
         out["postgres_backend"] = _worst(backend)
     return out
 
 
-def measure_cached(bench, run_ids: list[int], names: list[str], max_points: int,
-                   repeats: int) -> dict:
-    """The page's request to a second API process with the cache of finished runs' curves on:
-    the first answer (cold) and the median of `repeats` more (warm)."""
+@contextlib.contextmanager
+def extra_api(bench, label: str, env: dict[str, str | None]):
+    """Another `trainyard api` on the service's database, just started, with the settings of
+    `env` changed (None: the default): (httpx client, pid); stopped on leaving."""
+    import os
+    import signal
+
     import httpx
 
     from trainyard.local_service import free_port
 
     port = free_port()
-    env = dict(bench.service.env)
-    bench.service.env.pop("TRAINYARD_COMPARE_CACHE_BYTES", None)
+    saved = dict(bench.service.env)
+    for key, value in env.items():
+        if value is None:
+            bench.service.env.pop(key, None)
+        else:
+            bench.service.env[key] = value
     try:
-        bench.service.start("api-cached", "api", "--port", str(port))
+        proc = bench.service.start(label, "api", "--port", str(port))
     finally:
-        bench.service.env = env
-    params = {"ids": f"{run_ids[0]}-{run_ids[-1]}", "names": ",".join(names),
-              "max_points": max_points}
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if http.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the second API did not start:\n" + bench.service.logs())
-            time.sleep(0.2)
-        times = []
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            response = http.get("/compare/series", params=params)
-            response.content  # noqa: B018 - read the whole answer, as a browser does
-            times.append((time.perf_counter() - t0) * 1000)
-            if response.status_code != 200:
-                raise RuntimeError(f"GET /compare/series: {response.status_code}")
+        bench.service.env = saved
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{label} did not start:\n" + bench.service.logs())
+                time.sleep(0.2)
+            yield http, proc.pid
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def first_and_warm(http, params: dict, repeats: int) -> dict:
+    """The first answer of a just-started API (its cache empty) and the median of `repeats`
+    more (warm)."""
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        response = http.get("/compare/series", params=params)
+        response.content  # noqa: B018 - read the whole answer, as a browser does
+        times.append((time.perf_counter() - t0) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET /compare/series: {response.status_code}")
     warm = times[1:]
-    return {"max_points": max_points, "cold_ms": round(times[0], 1),
+    return {"max_points": params["max_points"], "cold_ms": round(times[0], 1),
             "warm_ms": {"median": round(statistics.median(warm), 1),
                         "min": round(min(warm), 1), "max": round(max(warm), 1),
                         "values": [round(m, 1) for m in warm]}}
+
+
+def _page_params(run_ids: list[int], names: list[str], max_points: int) -> dict:
+    return {"ids": f"{run_ids[0]}-{run_ids[-1]}", "names": ",".join(names),
+            "max_points": max_points}
+
+
+def measure_cached(bench, run_ids: list[int], names: list[str], max_points: int,
+                   repeats: int) -> dict:
+    """The page's request to a second API process with the cache of finished runs' curves on
+    (and no summaries): the first answer (cold) and the median of `repeats` more (warm)."""
+    with extra_api(bench, "api-cached", {"TRAINYARD_COMPARE_CACHE_BYTES": None}) as (http, _):
+        return first_and_warm(http, _page_params(run_ids, names, max_points), repeats)
+
+
+def summarise_all(bench) -> dict:
+    """The reconciler's summary pass, run here until every finished run is summarised: what
+    the worker's reconciler leaves in series_summaries, a pass every reconcile_seconds."""
+    from sqlalchemy import func, select
+
+    from core.metrics import COMPARE_NAMES, SUMMARY_LEVELS
+    from core.settings import Settings
+    from db.tables import SeriesSummary
+    from worker.reconciler import SUMMARISE_RUNS
+
+    lease = Settings().lease_seconds
+    passes, runs = [], 0
+    t0 = time.perf_counter()
+    while True:
+        p0 = time.perf_counter()
+        done = bench.store.summarise_settled_runs(lease, SUMMARY_LEVELS, names=COMPARE_NAMES,
+                                                  limit=SUMMARISE_RUNS)
+        if not done:
+            break
+        passes.append((time.perf_counter() - p0) * 1000)
+        runs += len(done)
+    seconds = time.perf_counter() - t0
+    with bench.store.engine.connect() as conn:
+        rows, stored_bytes = conn.execute(select(
+            func.count(), func.coalesce(func.sum(func.length(SeriesSummary.data)), 0))).one()
+        table_mb = None
+        if bench.mode == "distributed":
+            table_mb = round(conn.exec_driver_sql(
+                "SELECT pg_total_relation_size('series_summaries')").scalar() / 2**20, 1)
+    return {"runs": runs, "passes": len(passes), "runs_per_pass": SUMMARISE_RUNS,
+            "levels": list(SUMMARY_LEVELS), "seconds": round(seconds, 1),
+            "pass_ms": {"median": round(statistics.median(passes), 1) if passes else None,
+                        "max": round(max(passes), 1) if passes else None},
+            "rows": rows, "json_mb": round(stored_bytes / 2**20, 1), "table_mb": table_mb}
 
 
 def _worst(samples: list[dict]) -> dict:
@@ -341,7 +432,8 @@ def run_case(mode: str, case_name: str, args) -> dict:
         case["runs"] = args.long_runs
     print(f"== {mode}: {case_name} ({case['runs']} runs x {len(case['names'])} names x "
           f"{case['steps']:,} steps)", flush=True)
-    with common.running_service(mode, {"TRAINYARD_COMPARE_CACHE_BYTES": "0"}) as bench:
+    without = {"TRAINYARD_COMPARE_CACHE_BYTES": "0", "TRAINYARD_COMPARE_SUMMARIES": "false"}
+    with common.running_service(mode, without) as bench:
         store = bench.store
         t0 = time.perf_counter()
         run_ids = seed_jobs(store, case["runs"])
@@ -366,9 +458,30 @@ def run_case(mode: str, case_name: str, args) -> dict:
                      f"{pg['peak_private_mb']} MB; " if pg else "")
                   + f"api process peak RSS {figures['api_process']['peak_rss_mb']} MB",
                   flush=True)
+        page_points = page_max_points(case["runs"])
         result["requests"]["page_cached"] = measure_cached(
-            bench, run_ids, case["names"], page_max_points(case["runs"]), args.repeats)
+            bench, run_ids, case["names"], page_points, args.repeats)
         print(f"   with the cache: {result['requests']['page_cached']}", flush=True)
+        result["summaries"] = summarise_all(bench)
+        print(f"   summarised: {result['summaries']}", flush=True)
+        on = {"TRAINYARD_COMPARE_SUMMARIES": "true"}
+        with extra_api(bench, "api-summaries", {**on, "TRAINYARD_COMPARE_CACHE_BYTES": "0"}
+                       ) as api:
+            for label, max_points in (("page_summaries", page_points),
+                                      ("default_summaries", 200)):
+                figures = measure(bench, run_ids, case["names"], max_points, args.repeats, api)
+                same = figures["sha256"] == result["requests"][label.split("_")[0]]["sha256"]
+                figures["same_answer_as_computed"] = same
+                result["requests"][label] = figures
+                print(f"   from the summaries, max_points={max_points}: first "
+                      f"{figures['first_ms']} ms, then {figures['request_ms']['median']} ms "
+                      f"median; same answer: {same}", flush=True)
+        with extra_api(bench, "api-restarted", {**on, "TRAINYARD_COMPARE_CACHE_BYTES": None}
+                       ) as (http, _):
+            result["requests"]["page_summaries_cached"] = first_and_warm(
+                http, _page_params(run_ids, case["names"], page_points), args.repeats)
+        print(f"   summaries and cache: {result['requests']['page_summaries_cached']}",
+              flush=True)
         result["cap"] = check_cap(bench, run_ids)
         result["load_average_end"] = common.load_average()
         return result

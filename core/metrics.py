@@ -29,3 +29,17 @@ def finite_or_none(value: Any) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+# ---- the compare page's curves (GET /compare/series) -------------------------------------
+
+# The metric names GET /compare/series reads when none are named: the compare page's first
+# request.
+COMPARE_NAMES = ("train_loss", "val_loss", "val_accuracy", "val_perplexity")
+# The max_points the compare page asks for: its point budget per chart shared by the runs,
+# rounded down to one of these (api/dashboard/static/js/compare.js maxPointsFor), so that
+# pages of many runs ask for levels that are stored once computed (Store.series_summaries).
+COMPARE_LEVELS = (50, 100, 200, 500, 1000)
+# The levels the reconciler stores for every finished run, ahead of any request: what pages
+# of more than 100 runs ask for (the reads that cost the most).
+SUMMARY_LEVELS = (50, 100)

@@ -179,6 +179,13 @@ class Settings(BaseSettings):
         "of finished runs that GET /compare/series has read, so the compare page's polls "
         "re-read only live runs; 0 turns the cache off.",
     )
+    compare_summaries: bool = Field(
+        default=True,
+        description="Store the downsampled curves of runs that finished over a lease ago "
+        "once computed (table series_summaries) and read them back in GET /compare/series; "
+        "the reconciler precomputes those the compare page asks of many runs. false: "
+        "neither (every read is computed from the rollups; bench/compare.py measures both).",
+    )
     log_level: str = "INFO"
 
     # ---- derived values: every default path hangs off `home` ----

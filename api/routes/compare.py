@@ -12,6 +12,8 @@ from api.errors import RUNS_NOT_FOUND, SERIES_REQUEST_INVALID, invalid
 from api.params import parse_job_ids, parse_metric_names
 from api.schemas import CompareOut, CompareRun, CompareSeriesOut, SeriesRun
 from api.services.compare import differing_keys, run_label
+from api.services.settled_series import settled_series, write_behind
+from core.metrics import COMPARE_NAMES
 from db.store import JobRecord
 from db.tables import utcnow
 
@@ -55,7 +57,7 @@ def _compare_run(job: JobRecord, metrics: dict[str, dict[str, Any]]) -> CompareR
 
 # ---- the dashboard's compare page: many runs' curves in one request ------------------------
 
-DEFAULT_SERIES = ("train_loss", "val_loss", "val_accuracy", "val_perplexity")
+DEFAULT_SERIES = COMPARE_NAMES
 MAX_SERIES_NAMES = 20
 MAX_SERIES_RUNS = 1000
 # The cap on one request (TRAINYARD_MAX_COMPARE_SERIES) counts series of this many points.
@@ -136,12 +138,15 @@ def compare_series(
                      settings.max_compare_series)
     jobs = visible_jobs(store, principal, job_ids)
     metric_names = store.metric_names_many(job_ids)
-    # Runs finished over a lease ago have curves that no longer change: from the cache.
+    # Runs finished over a lease ago have curves that no longer change.
     settled_before = utcnow() - dt.timedelta(seconds=settings.lease_seconds)
     finished = {i for i, job in jobs.items()
                 if job.finished and job.finished_at is not None
                 and job.finished_at < settled_before}
-    series = cache.bulk_series(store.bulk_series, job_ids, finished, wanted, max_points)
+    # Their curves from this process's LRU, else from the stored summaries, else computed
+    # (and then stored, once the answer has gone); live runs' curves always computed.
+    series, to_store = settled_series(store, cache, job_ids, finished, wanted, max_points,
+                                      summaries=settings.compare_summaries)
     runs = [jobs[i] for i in job_ids]
     differing = differing_keys(runs)
     answer = CompareSeriesOut(
@@ -158,4 +163,5 @@ def compare_series(
     # Serialised here by pydantic's own encoder, in one pass: FastAPI would turn the model
     # back into Python objects and hand them to json.dumps, a third of a second for the
     # 123,000 points of 1,000 runs. The declared response_model still documents the answer.
-    return Response(answer.model_dump_json(), media_type="application/json")
+    return Response(answer.model_dump_json(), media_type="application/json",
+                    background=write_behind(store, max_points, to_store))

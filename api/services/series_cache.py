@@ -7,7 +7,8 @@ until it notices, and any worker that still held a run has, after a lease, heard
 heartbeat that the run is not its own and dropped its writes. The compare page polls every few seconds while any compared run is live: with
 this cache a poll of a thousand runs of which a few are live reads only those few from the
 database. Bounded by an estimate of its bytes (least recently used out first); each API process
-has its own.
+has its own. Behind it, shared by every process and kept across restarts, are the stored
+summaries of the same curves (api/services/settled_series.py, db/store/summaries.py).
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ class FinishedSeriesCache:
     ) -> dict[int, JobSeries]:
         """`read(job_ids, names, max_points)` (the store's bulk_series) for the jobs whose
         curves are not cached; the `finished` ones among them are cached for next time."""
+        result, to_read = self.take(job_ids, finished, names, max_points)
+        if not to_read:
+            return result
+        fresh = read(to_read, names, max_points)
+        result.update(fresh)
+        self.put([i for i in to_read if i in finished], names, max_points, fresh)
+        return result
+
+    def take(self, job_ids: list[int], finished: set[int], names: list[str], max_points: int
+             ) -> tuple[dict[int, JobSeries], list[int]]:
+        """The cached curves of the `finished` jobs of `job_ids` that have all of `names`
+        cached, and the jobs left to read (the others, in the order of `job_ids`)."""
         result: dict[int, JobSeries] = {}
         to_read: list[int] = []
         with self._lock:
@@ -69,18 +82,19 @@ class FinishedSeriesCache:
                     result[job_id] = found
             self.hits += len(job_ids) - len(to_read)
             self.misses += len(to_read)
-        if not to_read:
-            return result
-        fresh = read(to_read, names, max_points)
-        result.update(fresh)
-        if self.max_bytes > 0:
-            with self._lock:
-                for job_id in to_read:
-                    if job_id in finished:
-                        got = fresh.get(job_id, {})
-                        for name in names:
-                            self._put((job_id, name, max_points), got.get(name, _ABSENT))
-        return result
+        return result, to_read
+
+    def put(self, job_ids: Iterable[int], names: list[str], max_points: int,
+            found: dict[int, JobSeries]) -> None:
+        """Cache the curves of `names` of these finished jobs from `found` (a name missing
+        there: the run has no such metric, remembered too)."""
+        if self.max_bytes <= 0:
+            return
+        with self._lock:
+            for job_id in job_ids:
+                got = found.get(job_id, {})
+                for name in names:
+                    self._put((job_id, name, max_points), got.get(name, _ABSENT))
 
     def _take(self, job_id: int, names: list[str], max_points: int) -> JobSeries | None:
         """The job's cached curves for every name, or None if one is missing (read them all

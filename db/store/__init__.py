@@ -6,6 +6,8 @@
 - `jobs`: submission, state transitions, claiming, recovery, attempts, job lists
 - `metrics`: metric writes with their block summaries, per-job reads
 - `series`: many runs' curves at once, downsampled in the database (the compare page)
+- `summaries`: finished runs' curves stored once computed, and the reconciler's pass that
+  precomputes them
 - `artifacts`: sampled texts, checkpoints, uploaded datasets
 - `scheduling`: which queued job a worker claims next (priority, fair share, age), priorities
 - `preemption`: which running jobs give their worker to a queued job of higher priority
@@ -47,13 +49,15 @@ from db.store.queue import QueueMixin
 from db.store.records import ApiKeyRecord, CheckpointRecord, DatasetRecord, JobRecord
 from db.store.scheduling import SchedulingMixin
 from db.store.series import SeriesMixin
+from db.store.summaries import SummariesMixin
 from db.store.sweeps import SweepRecord, SweepsMixin, TrialRecord
 from db.store.workers import WorkersMixin
 from db.tables import JOB_STATUSES, LOCAL_OWNER
 
 
 class Store(JobsMixin, SchedulingMixin, PreemptionMixin, QueueMixin, MetricsMixin,
-            SeriesMixin, ArtifactsMixin, WorkersMixin, KeysMixin, SweepsMixin, StoreBase):
+            SeriesMixin, SummariesMixin, ArtifactsMixin, WorkersMixin, KeysMixin, SweepsMixin,
+            StoreBase):
     """Database access for jobs, metrics, texts, checkpoints, datasets, workers and keys.
 
     `Store(url)` opens an engine (see `db.session.make_engine`); call `migrate()` once at

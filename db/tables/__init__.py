@@ -31,6 +31,7 @@ from db.tables.metrics import (
     Metric,
     MetricRollup,
     MetricRollupCoarse,
+    SeriesSummary,
 )
 from db.tables.sweeps import SWEEP_METHODS, SWEEP_STATUSES, Sweep
 from db.tables.workers import Worker
@@ -40,6 +41,6 @@ __all__ = [
     "JOB_STATUSES", "LOCAL_OWNER", "NAMING_CONVENTION", "PRIORITY_MAX", "PRIORITY_MIN",
     "ROLLUP_BLOCK_STEPS", "SWEEP_METHODS", "SWEEP_STATUSES", "ApiKey", "Base", "BigIntPK",
     "Checkpoint", "Dataset", "Job", "JobAttempt", "JobText", "JSONType", "Metric",
-    "MetricRollup", "MetricRollupCoarse", "Sweep", "UTCDateTime", "WebSession", "Worker",
-    "utcnow",
+    "MetricRollup", "MetricRollupCoarse", "SeriesSummary", "Sweep", "UTCDateTime",
+    "WebSession", "Worker", "utcnow",
 ]

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column
@@ -77,6 +78,14 @@ class Job(Base):
         Index("ix_jobs_parent_job_id", "parent_job_id", info={"serves": (
             "The checkpoints that forks start from, which a parent's checkpoint pruning keeps "
             "(WHERE parent_job_id = ?) (0009).")}),
+        Index("ix_jobs_finished_at_unsummarised", "finished_at",
+              sqlite_where=text("summarised_at IS NULL"),
+              postgresql_where=text("summarised_at IS NULL"), info={"serves": (
+                  "The reconciler's scan for runs that finished over a lease ago and have no "
+                  "series summaries yet (WHERE summarised_at IS NULL AND finished_at < ?). "
+                  "Partial: it holds only the jobs not yet summarised (the live ones and "
+                  "those that just finished), so the scan is a few seeks however many jobs "
+                  "are done (0010).")}),
         UniqueConstraint("sweep_id", "trial", info={"serves": (
             "A sweep's trials in order (WHERE sweep_id = ? ORDER BY trial), and the guarantee "
             "that no trial number is launched twice however many processes advance the "
@@ -180,6 +189,11 @@ class Job(Base):
         Boolean, default=False, server_default=sa_false(), doc=(
             "A forked run: true to take the parent's optimizer state too (else a fresh "
             "optimizer and schedule)."))
+    # Series summaries (migration 0010).
+    summarised_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, doc=(
+        "When the reconciler stored the series summaries of this finished run (the levels of "
+        "points the compare page asks for many runs: `series_summaries`); NULL before, and "
+        "for jobs not finished yet."))
 
 
 ATTEMPT_OUTCOMES = tuple(Outcome)  # the CHECK constraint of job_attempts.outcome

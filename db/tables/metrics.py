@@ -142,6 +142,41 @@ class MetricRollupCoarse(_RollupColumns, Base):
         "final and best values of GET /compare.")}}
 
 
+class SeriesSummary(Base):
+    """One finished run's curve of one metric as GET /compare/series answers it for one
+    `max_points`: computed once, when the run finished more than a lease ago (its points no
+    longer change), and read instead of its points or rollups (Store.series_summaries).
+
+    Written by the read path for what it had to compute (GET /compare/series) and by the
+    reconciler's pass for the levels the compare page asks of many runs (50 and 100 points,
+    every metric of the run; `jobs.summarised_at`). Derived data: deleting every row only
+    makes the next reads compute them again.
+    """
+
+    __tablename__ = "series_summaries"
+    # Clustered by its key on SQLite, so a run's summaries are one range of the table.
+    __table_args__ = {"sqlite_with_rowid": False, "info": {"pk_serves": (
+        "Reading the summaries of many (job, name) at one `max_points` (GET /compare/series: "
+        "WHERE job_id IN (...) AND name IN (...) AND max_points = ?), and what their "
+        "INSERT ... ON CONFLICT DO NOTHING conflicts on, so racing writers store one row.")}}
+
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True, doc=(
+            "The run (deleting the job deletes its summaries)."))
+    name: Mapped[str] = mapped_column(String(200), primary_key=True, doc=(
+        "The metric, as in `metrics.name`."))
+    max_points: Mapped[int] = mapped_column(Integer, primary_key=True, doc=(
+        "The `max_points` it was downsampled to (the compare page asks 50, 100, 200, 500 "
+        "or 1000)."))
+    data: Mapped[str | None] = mapped_column(Text, doc=(
+        "The series exactly as GET /compare/series answers it, as compact JSON text: "
+        "`{\"step\": [...], \"epoch\": [...], \"value\": [...], \"final\", \"best\", "
+        "\"epochs\": {\"epoch\": [...], \"mean\": [...]}}`. NULL: the run has no point of this "
+        "metric. Text rather than JSON/JSONB: read back with one parse, keys in their order."))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, doc=(
+        "When it was stored."))
+
+
 class Checkpoint(Base):
     """A training checkpoint; the bytes live in the database (bytea on Postgres).
 

@@ -3,14 +3,15 @@ change) and re-reads only live ones, within a memory bound (api/services/series_
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from api.main import create_app
 from api.services.series_cache import FinishedSeriesCache, series_bytes
 from core.settings import Settings
+from db.tables import Job, utcnow
 
 
 def _run(store, steps: int, finish: bool) -> int:
@@ -31,9 +32,11 @@ def _curves(client, ids) -> dict:
 
 def test_finished_runs_are_read_once_and_live_runs_every_time(store, tmp_path):
     settings = Settings(home=tmp_path / "home", broker_url=None, database_url=None,
-                        data_dir=tmp_path / "data", reconcile_in_api=False, lease_seconds=0.2)
+                        data_dir=tmp_path / "data", reconcile_in_api=False, lease_seconds=5)
     done, live = _run(store, 300, finish=True), _run(store, 100, finish=False)
-    time.sleep(0.3)  # `done` finished over a lease ago
+    with store.engine.begin() as conn:  # `done` finished over a lease ago
+        conn.execute(update(Job).where(Job.id == done)
+                     .values(finished_at=utcnow() - dt.timedelta(hours=1)))
     just_done = _run(store, 50, finish=True)  # finished, but within the lease
     app = create_app(settings, store=store)
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:

@@ -17,8 +17,15 @@ const POINT_BUDGET = 20000; // points per chart, shared by the runs
 // charts serves them all (a hundred-entry SVG legend per chart costs more than the curves).
 const PLOTLY_LEGEND_MAX = 10;
 
+// The points per curve the page asks for: its budget shared by the runs, rounded down to one
+// of these levels (core/metrics.py COMPARE_LEVELS), so never over the budget (but for the
+// floor of 50 past 400 runs), and pages of many runs ask for the levels the server stores
+// once computed for finished runs (50 and 100 ahead of any request).
+const POINT_LEVELS = [1000, 500, 200, 100, 50];
+
 function maxPointsFor(runs) {
-  return Math.max(50, Math.min(1000, Math.floor(POINT_BUDGET / Math.max(1, runs))));
+  const share = Math.floor(POINT_BUDGET / Math.max(1, runs));
+  return POINT_LEVELS.find((level) => level <= share) ?? POINT_LEVELS[POINT_LEVELS.length - 1];
 }
 
 /** How many runs "3,4,10-20" names, counted here to size the downsampling before asking. */
