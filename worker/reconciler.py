@@ -96,7 +96,7 @@ def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = 
                      asked.for_priority)
             report.preempted.append(asked.job_id)
     for sweep_id in store.running_sweep_ids():
-        for job in sweep_driver.advance(store, sweep_id, settings):
+        for job in _advance(store, sweep_id, settings):
             log.info("sweep %s: trial %s launched as job %s", sweep_id, job.trial, job.id)
             report.launched.append(job.id)
             _send(send, job)
@@ -105,6 +105,19 @@ def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = 
         # meanwhile as soon as the database is back, and a summary must come after them.
         report.summarised = _summarise(store, settings)
     return report
+
+
+def _advance(store: Store, sweep_id: int, settings: Settings) -> list:
+    """sweep_driver.advance, one sweep's failure (a proposal that raises) logged and kept
+    from the other sweeps and the later steps: the pass as a whole failing would read as the
+    database being away, and hold off recovery for a lease."""
+    try:
+        return sweep_driver.advance(store, sweep_id, settings)
+    except Exception:  # noqa: BLE001
+        if not store.ping():
+            raise  # the database is away: the pass fails as any other step's would
+        log.warning("sweep %s: could not launch its next trials", sweep_id, exc_info=True)
+        return []
 
 
 def _summarise(store: Store, settings: Settings) -> list[int]:

@@ -240,3 +240,22 @@ def test_trials_respect_their_owners_queued_job_cap(store, tmp_path: Path):
         store.claim_job(own.json()["id"], worker="w")  # the user's own job leaves the queue
         assert len(driver.advance(store, sweep["id"], settings)) == 1
         assert client.get(f"/sweeps/{sweep['id']}").json()["launched"] == 3
+
+
+def test_a_sweep_that_cannot_decide_spoils_no_other_reconciler_step(client, store,
+                                                                     api_settings):
+    from worker.reconciler import reconcile_once
+
+    broken = store.create_sweep(
+        name=None, model="mlp", dataset="digits", hyperparameters={}, method="random",
+        space={"no_such_parameter": {"values": [1]}}, objective_metric="val_accuracy",
+        objective_goal="max", max_trials=3, max_concurrent=1,
+        early_stopping={"method": "none"}, seed=0, device="cpu", priority=0)
+    good = client.post("/sweeps", json={**GRID, "max_concurrent": 1}).json()
+    first = store.sweep_trials(good["id"], "val_accuracy")[0]
+    store.claim_job(first.job_id, worker="w")
+    store.finish_job(first.job_id, "succeeded")
+    sent = []
+    report = reconcile_once(store, lambda job_id, device: sent.append(job_id), api_settings)
+    assert len(report.launched) == 1 and sent == report.launched
+    assert store.get_sweep(broken.id).status == "running"  # left alone, and logged
