@@ -30,6 +30,8 @@ class JobStatus(StrEnum):
 FINISHED: frozenset[JobStatus] = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED}
 )
+# Not finished: waiting for a worker, or on one (a tuple, so SQL's IN takes it as it is).
+ACTIVE: tuple[JobStatus, ...] = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class Outcome(StrEnum):

@@ -11,7 +11,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from core.states import JobStatus
+from core.states import ACTIVE, JobStatus
 from db.store import JobRecord, Store, SweepRecord, TrialRecord
 from models import check_job
 from models.registry import SpecError, dataset_kind_for
@@ -20,7 +20,6 @@ from sweeps.space import dimensions_from_json
 
 log = logging.getLogger(__name__)
 
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 # A sweep stops launching when this many trials have ended and every one failed (or all of
 # them, if the sweep is smaller): a spec that cannot train should not burn its whole budget.
 FAILURES_BEFORE_GIVING_UP = 3
@@ -118,14 +117,10 @@ def advance(store: Store, sweep_id: int, settings: Any) -> list[JobRecord]:
     return launched
 
 
-def judge_epoch(store: Store, job_id: int, epoch: int) -> bool:
-    """Whether the trial of `job_id`, whose objective for `epoch` is stored, stops now (its
-    sweep's pruner, over what the database holds). False for jobs outside sweeps."""
-    found = store.trial_sweep(job_id)
-    if found is None:
-        return False
-    sweep = store.get_sweep(found[0])
-    if sweep is None or sweep.early_stopping.get("method", "none") == "none":
+def judge_epoch(store: Store, sweep: SweepRecord, job_id: int, epoch: int) -> bool:
+    """Whether the trial of `job_id` in `sweep`, whose objective for `epoch` is stored, stops
+    now: the sweep's pruner, over what the database holds."""
+    if sweep.early_stopping.get("method", "none") == "none":
         return False
     trials = store.sweep_trials(sweep.id, sweep.objective_metric)
     # The trial being judged runs: its status row may lag its metrics by a write.

@@ -512,8 +512,8 @@ class JobRunner:
         if sweep is None or sweep.early_stopping.get("method", "none") == "none":
             return None  # nothing to ask: no wait for the epoch's writes either
         epochs = int((job.hyperparameters or {}).get("epochs", 0))
-        return lambda epoch: epoch < epochs and sweep_driver.judge_epoch(self.store, job.id,
-                                                                         epoch)
+        return lambda epoch: epoch < epochs and sweep_driver.judge_epoch(self.store, sweep,
+                                                                         job.id, epoch)
 
     def _resume_point(self, job_id: int, attempt: int):
         """The newest checkpoint whose bytes match their sha256 and load, with its bytes; a

@@ -18,12 +18,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.states import JobStatus
+from core.states import ACTIVE, JobStatus
 from db.store.base import json_safe
 from db.store.records import JobRecord, Record, record_of
 from db.tables import LOCAL_OWNER, Job, JobAttempt, Metric, Sweep, utcnow
-
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -265,12 +263,4 @@ class SweepsMixin:
                     self._release_worker(s, job_id, lost=False)
             s.flush()
             return record_of(SweepRecord, sweep), cancelled
-
-    def trial_sweep(self, job_id: int) -> tuple[int, int] | None:
-        """(sweep_id, trial number) of a trial job; None for a job outside sweeps."""
-        with self._session() as s:
-            row = s.execute(select(Job.sweep_id, Job.trial).where(Job.id == job_id)).first()
-        if row is None or row.sweep_id is None:
-            return None
-        return row.sweep_id, row.trial
 
