@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 # What bulk_series answers for one job: {name: series}.
@@ -48,24 +48,6 @@ class FinishedSeriesCache:
         self.misses = 0
         self._entries: OrderedDict[Key, tuple[dict[str, Any], int]] = OrderedDict()
         self._lock = threading.Lock()
-
-    def bulk_series(
-        self,
-        read: Callable[[Iterable[int], Iterable[str], int], dict[int, JobSeries]],
-        job_ids: list[int],
-        finished: set[int],
-        names: list[str],
-        max_points: int,
-    ) -> dict[int, JobSeries]:
-        """`read(job_ids, names, max_points)` (the store's bulk_series) for the jobs whose
-        curves are not cached; the `finished` ones among them are cached for next time."""
-        result, to_read = self.take(job_ids, finished, names, max_points)
-        if not to_read:
-            return result
-        fresh = read(to_read, names, max_points)
-        result.update(fresh)
-        self.put([i for i in to_read if i in finished], names, max_points, fresh)
-        return result
 
     def take(self, job_ids: list[int], finished: set[int], names: list[str], max_points: int
              ) -> tuple[dict[int, JobSeries], list[int]]:

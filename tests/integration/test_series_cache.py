@@ -55,6 +55,17 @@ def test_finished_runs_are_read_once_and_live_runs_every_time(store, tmp_path):
     assert cache.hits == 1 and cache.misses == 5
 
 
+def read_through(cache, read, job_ids, finished, names, max_points):
+    """What GET /compare/series does with the cache (api/services/settled_series.py), the
+    stored summaries left out: the cached curves, `read` for the rest, the finished ones kept."""
+    result, to_read = cache.take(job_ids, finished, names, max_points)
+    if to_read:
+        fresh = read(to_read, names, max_points)
+        result.update(fresh)
+        cache.put([i for i in to_read if i in finished], names, max_points, fresh)
+    return result
+
+
 def test_the_cache_keeps_the_most_recently_used_curves_within_its_bound():
     series = {"step": list(range(50)), "epoch": [1] * 50, "value": [0.5] * 50,
               "epochs": {"epoch": [1], "mean": [0.5]}}
@@ -67,13 +78,13 @@ def test_the_cache_keeps_the_most_recently_used_curves_within_its_bound():
         return {i: {name: series for name in names} for i in ids}
 
     for job_id in (1, 2, 3):
-        cache.bulk_series(read, [job_id], {1, 2, 3, 4}, ["loss"], 50)
-    cache.bulk_series(read, [1], {1, 2, 3, 4}, ["loss"], 50)  # 1 is now the most recent
-    cache.bulk_series(read, [4], {1, 2, 3, 4}, ["loss"], 50)  # evicts 2, the least recent
+        read_through(cache, read, [job_id], {1, 2, 3, 4}, ["loss"], 50)
+    read_through(cache, read, [1], {1, 2, 3, 4}, ["loss"], 50)  # 1 is now the most recent
+    read_through(cache, read, [4], {1, 2, 3, 4}, ["loss"], 50)  # evicts 2, the least recent
     assert cache.bytes <= 3 * size
     reads.clear()
-    assert cache.bulk_series(read, [1, 2, 3, 4, 5], {1, 2, 3, 4}, ["loss"], 50).keys() == {
+    assert read_through(cache, read, [1, 2, 3, 4, 5], {1, 2, 3, 4}, ["loss"], 50).keys() == {
         1, 2, 3, 4, 5}
     assert reads == [[2, 5]], "2 was evicted; 5 is not finished, so never cached"
-    assert FinishedSeriesCache(0).bulk_series(read, [1], {1}, ["loss"], 50) and not \
+    assert read_through(FinishedSeriesCache(0), read, [1], {1}, ["loss"], 50) and not \
         FinishedSeriesCache(0).bytes
