@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,12 @@ class Settings(BaseSettings):
         description="Threads a worker gives torch; 0 keeps torch's default (one per core). "
         "Set 1 when several workers share a machine: oversubscribed cores slow all of them.",
     )
+    gpu_memory_reserve_bytes: int = Field(
+        default=1024**3, ge=0,
+        description="GPU memory a job needs beyond its estimate (CUDA context, kernel "
+        "workspaces, allocator slack): a worker claims a job only when its GPU has the "
+        "estimate plus this free.",
+    )
     max_upload_bytes: int = 20 * 1024 * 1024
     metrics_flush_seconds: float = 1.0
     cancel_check_seconds: float = 1.0
@@ -84,6 +91,11 @@ class Settings(BaseSettings):
         default=600.0, ge=0,
         description="How long a worker keeps training and retrying its writes (buffered, in "
         "order) while the database is unreachable before the job fails.",
+    )
+    db_writer: Literal["process", "thread"] = Field(
+        default="process",
+        description="Where a running job's database writes run: a writer process (its "
+        "SQLAlchemy work never holds the trainer's GIL) or a thread of the training process.",
     )
     reconcile_in_api: bool = Field(
         default=True,

@@ -39,3 +39,13 @@ def check_job(model: str, hyperparameters: dict | None, dataset: str,
     shape = shape_for_dataset(model, hp, dataset, data_dir)
     check_limits(estimate(model, hp, shape), max_parameters, max_activation_bytes)
     return hp
+
+
+def training_memory_bytes(model: str, hp: dict, dataset: str, data_dir: Path | None) -> int:
+    """What a checked job (`check_job`'s hyperparameters) needs of a GPU's memory: its
+    estimated state (weights, gradients, optimizer) plus peak working memory, from the same
+    conservative estimate as the caps. Recorded with the job, so a worker on a shared GPU
+    claims it only when that much is free. Not counted: the CUDA context and kernel
+    workspaces (TRAINYARD_GPU_MEMORY_RESERVE_BYTES stands for them on the worker's side)."""
+    sized = estimate(model, hp, shape_for_dataset(model, hp, dataset, data_dir))
+    return int(sized.state_bytes + sized.peak_bytes)

@@ -13,7 +13,7 @@ from typing import Any
 
 from core.states import ACTIVE, JobStatus
 from db.store import JobRecord, Store, SweepRecord, TrialRecord
-from models import check_job
+from models import check_job, training_memory_bytes
 from models.registry import SpecError, dataset_kind_for
 from sweeps.search import propose, should_prune
 from sweeps.space import dimensions_from_json
@@ -102,8 +102,11 @@ def advance(store: Store, sweep_id: int, settings: Any) -> list[JobRecord]:
             break
         proposed = propose(sweep, space, trials)
         hp, error = trial_hyperparameters(sweep, proposed, settings)
+        memory = None if error else training_memory_bytes(sweep.model, hp, sweep.dataset,
+                                                          settings.resolved_data_dir)
         job = store.launch_trial(sweep_id, len(trials), hp, error=error,
-                                 max_queued=settings.max_queued_jobs_per_user)
+                                 max_queued=settings.max_queued_jobs_per_user,
+                                 memory_bytes=memory)
         if job is None:  # another process launched this number, the sweep ended, or its
             # owner's queue is full (TRAINYARD_MAX_QUEUED_JOBS_PER_USER): a later pass goes on
             break

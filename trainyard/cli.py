@@ -18,6 +18,7 @@ import httpx
 from core.settings import Settings, get_settings
 from trainyard.client import FINISHED, ApiError, Client
 from trainyard.sweep_commands import add_sweep_commands
+from trainyard.worker_pool import SUPERVISED_ENV
 
 
 # ---------------------------------------------------------------- running the service
@@ -99,7 +100,11 @@ def _default_queues() -> str:
     return "cpu,cuda,auto" if torch.cuda.is_available() else "cpu,auto"
 
 
-SUPERVISED_ENV = "TRAINYARD_SUPERVISED"  # set by `up` for the worker it starts
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _exit_with_parent() -> None:
@@ -119,16 +124,25 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import worker.tasks  # noqa: F401  (registers the task with whichever app runs)
     from worker.celery_app import make_celery
 
+    if args.gpus is not None:
+        # Before anything initialises CUDA: this process (or its children) see only these.
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
     if os.environ.get(SUPERVISED_ENV):
         _exit_with_parent()
     _migrate(settings)
+    queues = args.queues or settings.worker_queues or _default_queues()
+    # A unique node name per process, so several workers on one host can join the same service.
+    name = args.name or f"worker-{os.getpid()}@{socket.gethostname()}"
+    if args.jobs > 1:
+        from trainyard.worker_pool import WorkerPool, visible_gpus
+
+        gpus = visible_gpus(args.gpus) if "cuda" in queues.split(",") else []
+        return WorkerPool(args.jobs, name, gpus, ["--queues", queues],
+                          settings.torch_threads).run()
     if settings.torch_threads > 0:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    queues = args.queues or settings.worker_queues or _default_queues()
-    # A unique node name per process, so several workers on one host can join the same service.
-    name = args.name or f"worker-{os.getpid()}@{socket.gethostname()}"
     argv = [
         "worker",
         "--pool=solo",  # one job per worker process: scale with more workers, not threads
@@ -455,7 +469,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a training worker (joins the service in your settings)")
     p.add_argument("--queues", help="comma-separated: cpu,cuda,auto (default: what this machine can run)")
-    p.add_argument("--name", help="node name (default worker-<pid>@<host>)")
+    p.add_argument("--name", help="node name (default worker-<pid>@<host>); with --jobs N the "
+                   "processes are <name>-0 ... <name>-(N-1)")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="run N jobs at once, each in its own worker process (default 1); GPUs "
+                   "are shared out between them")
+    p.add_argument("--gpus", metavar="0,1,...",
+                   help="the GPUs this worker uses (default: every visible one); with --jobs "
+                   "N each process gets its share")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("submit", help="queue a training job")

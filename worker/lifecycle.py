@@ -24,6 +24,7 @@ import threading
 from celery.signals import worker_ready, worker_shutdown
 
 from core.settings import Settings, get_settings
+from worker import gpus
 from worker.celery_app import enqueue_job, make_celery
 from worker.periodic import PeriodicThread
 from worker.reconciler import Reconciler
@@ -63,9 +64,11 @@ class PresenceBeat(PeriodicThread):
     def tick(self) -> None:
         try:
             hardware = {} if self.started else describe_hardware()
+            has = gpus.capacity(self.queues, reserve_bytes=0)
             drain = self.store.record_worker_seen(
                 self.name, socket.gethostname(), os.getpid(), self.queues,
-                starting=not self.started, **hardware)
+                starting=not self.started, gpus=has.gpus,
+                gpu_free_bytes=has.free_memory_bytes, **hardware)
             self.started = True
             if drain and not DRAIN_REQUESTED.is_set():
                 log.info("worker %s: drain requested by an admin: the running job goes back "

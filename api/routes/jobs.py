@@ -47,7 +47,7 @@ from api.services.datasets import find_dataset
 from api.services.queue import queue_info
 from db.store import InvalidTransition, JobRecord, NotFound, QuotaExceeded
 from db.tables import PRIORITY_MAX, PRIORITY_MIN
-from models import check_job
+from models import check_job, training_memory_bytes
 from models.registry import FAMILIES, MODEL_NAMES, SpecError
 from worker.celery_app import enqueue_job
 
@@ -142,7 +142,9 @@ def submit_job(
     hyperparameters, parent_columns = _fork_spec(body, settings, store, principal)
     spec = {"model": body.model, "dataset": body.dataset, "hyperparameters": hyperparameters,
             "device": body.device, "name": body.name, "priority": body.priority,
-            **parent_columns}
+            "gpus": body.gpus, **parent_columns,
+            "memory_bytes": training_memory_bytes(body.model, hyperparameters, body.dataset,
+                                                  settings.resolved_data_dir)}
     # One user cannot fill the queue: the store counts and inserts as one step, so concurrent
     # submissions cannot overshoot the cap; a retry of a request that made its job is no new job.
     cap = settings.max_queued_jobs_per_user
@@ -191,7 +193,7 @@ def _differs(job: JobRecord, spec: dict[str, Any], body: JobCreate) -> bool:
     fork = body.from_checkpoint
     return (
         (job.model, job.dataset, job.device) != (spec["model"], spec["dataset"], spec["device"])
-        or job.hyperparameters != spec["hyperparameters"]
+        or job.hyperparameters != spec["hyperparameters"] or job.gpus != spec["gpus"]
         or (spec["name"] is not None and job.name != spec["name"])
         or job.parent_job_id != (fork.job if fork else None)
         or job.resume_optimizer != (fork.resume_optimizer if fork else False)
@@ -265,7 +267,8 @@ def get_job(job: JobDep, store: StoreDep, settings: SettingsDep) -> JobDetail:
     # A queued job says where it stands and why it waits (null once it has left the queue,
     # even if it did so since `job` was read).
     facts = store.queue_facts(job.id, settings.lease_seconds) if job.status == "queued" else None
-    queue = queue_info(facts, settings.max_running_jobs_per_user) if facts else None
+    queue = queue_info(facts, settings.max_running_jobs_per_user,
+                       settings.gpu_memory_reserve_bytes) if facts else None
     return JobDetail.from_record(job, latest_metrics=store.latest_metrics(job.id),
                                  infra_failures=job.infra_failures,
                                  attempt_history=store.list_attempts(job.id), queue=queue,

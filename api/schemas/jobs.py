@@ -17,7 +17,7 @@ from api.schemas.common import (
     same_named,
 )
 from db.store import CheckpointRecord, JobRecord
-from db.tables import PRIORITY_MAX, PRIORITY_MIN
+from db.tables import MAX_JOB_GPUS, PRIORITY_MAX, PRIORITY_MIN
 
 
 class ForkFrom(BaseModel):
@@ -79,6 +79,12 @@ class JobCreate(BaseModel):
         default=0, ge=PRIORITY_MIN, le=PRIORITY_MAX,
         description="Higher runs first: -100 to 100. Ordinary users may give at most "
         "TRAINYARD_MAX_USER_PRIORITY (10 by default); admins the whole range.",
+    )
+    gpus: int = Field(
+        default=1, ge=1, le=MAX_JOB_GPUS,
+        description=f"1 to {MAX_JOB_GPUS}: how many GPUs the job trains on at once "
+        "(DistributedDataParallel; on a CPU worker, that many processes). The global batch "
+        "stays `batch_size`, split between them. It waits for a worker that has that many.",
     )
     from_checkpoint: ForkFrom | None = Field(
         default=None, description="Fork a run: start from another job's checkpoint (its "
@@ -148,15 +154,17 @@ class BestMetric(BaseModel):
 
 
 # Why a queued job waits; the first that holds, in this order (api/services/queue.py).
-QueueReasonCode = Literal["no_worker", "owner_limit", "next", "preempting", "higher_priority",
-                          "workers_busy"]
+QueueReasonCode = Literal["no_worker", "gpus", "owner_limit", "gpu_memory", "next",
+                          "preempting", "higher_priority", "workers_busy"]
 
 
 class QueueReason(BaseModel):
     code: QueueReasonCode = Field(
         description="Stable, for programs: no_worker (no live worker serves its device, or "
-        "only draining ones), owner_limit (its owner runs TRAINYARD_MAX_RUNNING_JOBS_PER_USER "
-        "jobs already), next (a worker is idle for it, or it is first in line), preempting (a "
+        "only draining ones), gpus (it asks for more GPUs than any live worker for its device "
+        "has), owner_limit (its owner runs TRAINYARD_MAX_RUNNING_JOBS_PER_USER "
+        "jobs already), gpu_memory (no GPU of a worker that could run it has its estimated "
+        "memory free: it waits for other jobs on those GPUs to end), next (a worker is idle for it, or it is first in line), preempting (a "
         "lower-priority job is being stopped to free a worker for it), higher_priority (jobs "
         "of higher priority are ahead), workers_busy (every worker that could run it is busy "
         "with the jobs ahead)."
@@ -197,6 +205,11 @@ class JobOut(RunBase):
     device: str
     status: JobStatus
     priority: int = Field(default=0, description="-100 to 100; a higher one is claimed first.")
+    gpus: int = Field(default=1, description="How many GPUs (CPU: processes) it trains on.")
+    memory_bytes: int | None = Field(
+        default=None, description="Its estimated training memory per GPU (weights, "
+        "gradients, optimizer state and peak working memory): a worker on a shared GPU "
+        "claims it only when that much is free.")
     progress: Progress
     attempts: int
     worker: str | None = Field(

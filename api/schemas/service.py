@@ -109,6 +109,12 @@ class WorkerOut(BaseModel):
         "share among cuda workers), else cpu.")
     gpu_name: str | None = Field(description="Its first visible GPU; null without CUDA.")
     gpu_memory_bytes: int | None = Field(description="That GPU's memory; null without CUDA.")
+    gpus: int | None = Field(
+        default=None, description="How many GPUs (on a CPU worker: processes) it can give one "
+        "job: a job asking for more (`gpus`) waits for a worker that has them.")
+    gpu_free_bytes: int | None = Field(
+        default=None, description="Free memory of its fullest GPU at its latest beat; null "
+        "without CUDA.")
     torch_version: str | None
     state: Literal["idle", "busy", "draining", "lost"] = Field(
         description="idle: waiting for a job; busy: running one; draining: an admin asked it "

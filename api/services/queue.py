@@ -5,16 +5,21 @@ The reason is the first of these that holds:
 
 1. `no_worker`: no live worker serves the job's device (draining workers take no job, so
    they do not count; the message says so when they are the only ones).
-2. `owner_limit`: the owner already runs TRAINYARD_MAX_RUNNING_JOBS_PER_USER jobs; the claim
+2. `gpus`: the job asks for more GPUs (`gpus`; on CPU: processes) than any live worker for
+   its device has; it waits for one that has them (the claim passes it over until then).
+3. `owner_limit`: the owner already runs TRAINYARD_MAX_RUNNING_JOBS_PER_USER jobs; the claim
    passes the job over, wherever it stands, until one of them ends.
-3. `next`: a worker is idle for it (fewer jobs ahead than idle workers): it starts as soon as
+4. `gpu_memory`: every worker that could run it is on a GPU without the job's estimated memory
+   (plus TRAINYARD_GPU_MEMORY_RESERVE_BYTES) free at its latest beat: other jobs on those
+   GPUs hold it; the claim passes the job over until one of them frees enough.
+5. `next`: a worker is idle for it (fewer jobs ahead than idle workers): it starts as soon as
    a worker claims it.
-4. `preempting`: a running job of lower priority has been asked to stop (checkpointed), and
+6. `preempting`: a running job of lower priority has been asked to stop (checkpointed), and
    the worker it frees will come to this job (fewer jobs ahead than idle workers plus such
    workers).
-5. `next`: it is first in line; every worker is busy, and the first to finish takes it.
-6. `higher_priority`: jobs of higher priority are ahead of it.
-7. `workers_busy`: the jobs ahead, of its priority, take the workers first.
+7. `next`: it is first in line; every worker is busy, and the first to finish takes it.
+8. `higher_priority`: jobs of higher priority are ahead of it.
+9. `workers_busy`: the jobs ahead, of its priority, take the workers first.
 
 The estimated start counts each worker's free time: 0 for an idle one or one whose job is
 being preempted, else its running job's remaining ETA (as of that job's last report;
@@ -95,8 +100,40 @@ def _owner_limit(facts: QueueFacts, limit: int) -> QueueReason:
         "them to finish"))
 
 
+GIB = 1024**3
+
+
+def _gpus(facts: QueueFacts, serving: list[QueueWorker]) -> QueueReason | None:
+    """`gpus` when no serving worker has as many GPUs as the job asks for."""
+    most = max((w.gpus or 1) for w in serving)
+    if facts.gpus <= most:
+        return None
+    unit = "processes" if facts.device == "cpu" else "GPUs"
+    return QueueReason(code="gpus", message=(
+        f"it asks for {facts.gpus} {unit}; the most a connected worker for {facts.device} "
+        f"jobs has is {most}: it waits for a worker with {facts.gpus} (trainyard worker "
+        "--gpus gives a worker several)"))
+
+
+def _gpu_memory(facts: QueueFacts, serving: list[QueueWorker],
+                reserve_bytes: int) -> QueueReason | None:
+    """`gpu_memory` when the job has an estimate and every serving worker is on a GPU whose
+    free memory (at its latest beat) is short of it; a CPU worker (no GPU memory) never is."""
+    if facts.memory_bytes is None:
+        return None
+    need = facts.memory_bytes + reserve_bytes
+    free = [w.gpu_free_bytes for w in serving]
+    if any(f is None or f >= need for f in free):
+        return None
+    return QueueReason(code="gpu_memory", message=(
+        f"it needs about {need / GIB:.1f} GiB of GPU memory (its estimate plus "
+        f"TRAINYARD_GPU_MEMORY_RESERVE_BYTES); the most free on the GPU of "
+        f"{_count(len(serving), 'worker')} that can run it is {max(free) / GIB:.1f} GiB: it "
+        "starts when jobs on those GPUs end and free it"))
+
+
 def _waiting(facts: QueueFacts, serving: list[QueueWorker]) -> QueueReason:
-    """The reasons 3 to 7, for a job that some worker serves and its owner's limit allows."""
+    """The reasons 5 to 9, for a job that some worker serves and its owner's limit allows."""
     ahead, device = facts.position - 1, facts.device
     idle = sum(w.state == "idle" for w in serving)
     stopping = sum(_stopping_for(w, facts.priority) for w in serving)
@@ -124,15 +161,20 @@ def _waiting(facts: QueueFacts, serving: list[QueueWorker]) -> QueueReason:
         f"{busy}, and {_count(ahead, 'job')} {_are(ahead)} ahead of it"))
 
 
-def queue_info(facts: QueueFacts, max_running_per_owner: int | None) -> QueueInfo:
+def queue_info(facts: QueueFacts, max_running_per_owner: int | None,
+               gpu_memory_reserve_bytes: int = 0) -> QueueInfo:
     """The `queue` block of a queued job: position, reason and estimated start."""
     ahead = facts.position - 1
     serving = [w for w in facts.workers if w.state != "draining"]
     at_limit = (max_running_per_owner is not None
                 and facts.owner_running >= max_running_per_owner)
+    too_few = _gpus(facts, serving) if serving else None
     if not serving:
         reason, start = _no_worker(facts), None
+    elif too_few is not None:
+        reason, start = too_few, None
     else:
+        serving = [w for w in serving if (w.gpus or 1) >= facts.gpus]
         start = estimated_start(_free_times(serving, facts.priority), ahead,
                                 facts.mean_job_seconds)
         if at_limit:
@@ -140,6 +182,7 @@ def queue_info(facts: QueueFacts, max_running_per_owner: int | None) -> QueueInf
             own = [t for t in facts.owner_remaining_seconds if t is not None]
             start = max(start, min(own)) if start is not None and own else None
         else:
-            reason = _waiting(facts, serving)
+            reason = (_gpu_memory(facts, serving, gpu_memory_reserve_bytes)
+                      or _waiting(facts, serving))
     return QueueInfo(position=facts.position, jobs_ahead=ahead, reason=reason,
                      estimated_start_seconds=None if start is None else max(0.0, start))

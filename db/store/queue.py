@@ -40,6 +40,8 @@ class QueueWorker:
     job_priority: int | None  # of the job it runs; None when idle
     remaining_seconds: float | None  # that job's ETA, counted down since it was reported
     preempt_requested: bool  # that job has been asked to stop for one of higher priority
+    gpus: int | None = None  # how many GPUs (CPU: processes) it can give one job
+    gpu_free_bytes: int | None = None  # its fullest GPU's free memory (None: no CUDA)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class QueueFacts:
     owner_running: int  # the owner's running jobs, on any device (as the claim counts them)
     owner_remaining_seconds: tuple[float | None, ...]  # their ETAs, counted down
     mean_job_seconds: float | None  # of the latest succeeded jobs; None without any
+    gpus: int = 1  # GPUs (CPU: processes) the job asks for
+    memory_bytes: int | None = None  # its estimated memory per GPU (None: not recorded)
 
 
 def _competitors(device: str):
@@ -79,8 +83,8 @@ class QueueMixin:
         `alive_seconds` (the lease). Five small queries, whatever the queue's length."""
         now = utcnow()
         with self._session() as s:
-            job = s.execute(select(Job.device, Job.priority, Job.owner, Job.status)
-                            .where(Job.id == job_id)).first()
+            job = s.execute(select(Job.device, Job.priority, Job.owner, Job.status, Job.gpus,
+                                   Job.memory_bytes).where(Job.id == job_id)).first()
             if job is None or job.status != "queued":
                 return None
             ahead, higher = s.execute(
@@ -97,7 +101,8 @@ class QueueMixin:
                 workers=self._workers_serving(s, job.device, alive_seconds, now),
                 owner_running=len(owner_jobs),
                 owner_remaining_seconds=tuple(_remaining(eta, at, now) for eta, at in owner_jobs),
-                mean_job_seconds=self._mean_job_seconds(s))
+                mean_job_seconds=self._mean_job_seconds(s), gpus=job.gpus,
+                memory_bytes=job.memory_bytes)
 
     @staticmethod
     def _workers_serving(s: Session, device: str, alive_seconds: float,
@@ -106,14 +111,15 @@ class QueueMixin:
         cutoff = now - dt.timedelta(seconds=alive_seconds)
         rows = s.execute(
             select(Worker.name, Worker.queues, Worker.state, Job.priority, Job.eta_seconds,
-                   Job.updated_at, Job.preempt_requested_at)
+                   Job.updated_at, Job.preempt_requested_at, Worker.gpus, Worker.gpu_free_bytes)
             .outerjoin(Job, and_(Job.id == Worker.job_id, Job.status == "running"))
             .where(Worker.seen_at >= cutoff, Worker.stopped_at.is_(None))
             .order_by(Worker.name)).all()
         return tuple(
             QueueWorker(name=row.name, state=row.state, job_priority=row.priority,
                         remaining_seconds=_remaining(row.eta_seconds, row.updated_at, now),
-                        preempt_requested=row.preempt_requested_at is not None)
+                        preempt_requested=row.preempt_requested_at is not None,
+                        gpus=row.gpus, gpu_free_bytes=row.gpu_free_bytes)
             for row in rows if device in row.queues.split(","))
 
     @staticmethod

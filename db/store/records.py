@@ -58,6 +58,9 @@ class JobRecord(Record):
     parent_epoch: int | None = None
     parent_step: int | None = None
     resume_optimizer: bool = False
+    # GPUs and memory (migration 0011)
+    gpus: int = 1
+    memory_bytes: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -127,3 +130,5 @@ class WorkerRecord(Record):
     jobs_done: int
     infra_failures: int
     drain_requested_at: dt.datetime | None
+    gpus: int | None = None  # how many GPUs (CPU: processes) it can give one job
+    gpu_free_bytes: int | None = None  # free memory of its fullest GPU at its latest beat

@@ -21,14 +21,25 @@ the UPDATE is still guarded by `status = 'queued'`: every job runs exactly once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import bindparam, case, func, insert, select, text, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, text, update
 
 from db.store.records import JobRecord, record_of
 from db.tables import PRIORITY_MAX, Checkpoint, Job, JobAttempt, Worker, utcnow
 
 # Jobs whose priority can still change: a finished job's order means nothing.
 REPRIORITIZABLE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What a worker can give the job it claims: `gpus` GPUs (on CPU: processes for a
+    distributed job), and on a GPU `free_memory_bytes` (its fullest GPU's free memory, less
+    the reserve for a CUDA context; None: not measured, memory is not checked)."""
+
+    gpus: int = 1
+    free_memory_bytes: int | None = None
 
 
 def device_class_of(queues: Sequence[str]) -> str:
@@ -45,12 +56,15 @@ class SchedulingMixin:
         devices: Sequence[str],
         device_class: str = "cpu",
         max_running_per_owner: int | None = None,
+        capacity: Capacity | None = None,
     ) -> JobRecord | None:
         """Claim the best queued job whose `device` is one of `devices` for `worker` (see the
         module's order), as `claim_job` does: running, attempts += 1, an attempt row, and the
         worker's row marked busy with it, all in one transaction. With
         `max_running_per_owner`, owners already running that many jobs (on any device) are
-        passed over. None when no job is eligible."""
+        passed over. With `capacity`, jobs that ask for more GPUs or GPU memory than the worker
+        has are passed over too (smaller ones behind them may start first; the queue reason
+        of the passed-over job says what it waits for). None when no job is eligible."""
         devices = list(devices)
         if not devices:
             return None
@@ -59,12 +73,12 @@ class SchedulingMixin:
                 s.connection().exec_driver_sql("BEGIN IMMEDIATE")
             share, blocked = self._running_by_owner(s, device_class, max_running_per_owner)
             below = None  # look at the priority levels from the top down
-            while heads := self._heads_of_top_level(s, devices, blocked, below):
+            while heads := self._heads_of_top_level(s, devices, blocked, below, capacity):
                 level = heads[0][0]
                 # Fair share: the owner with the fewest running jobs in this class first;
                 # among equals, the one whose oldest job is oldest.
                 for _, head, owner in sorted((share.get(o, 0), head, o) for _, o, head in heads):
-                    job_id = self._take_head(s, level, owner, devices, head)
+                    job_id = self._take_head(s, level, owner, devices, head, capacity)
                     if job_id is not None:
                         return self._claim_in(s, job_id, worker, device_class)
                 below = level  # every job of this level is being claimed by someone else
@@ -82,8 +96,8 @@ class SchedulingMixin:
         blocked = [o for o, total, _ in rows if max_running is not None and total >= max_running]
         return {o: int(n or 0) for o, _, n in rows}, blocked
 
-    def _heads_of_top_level(self, s, devices, blocked, below: int | None
-                            ) -> list[tuple[int, str, int]]:
+    def _heads_of_top_level(self, s, devices, blocked, below: int | None,
+                            capacity: Capacity | None = None) -> list[tuple[int, str, int]]:
         """(priority, owner, id of their oldest eligible job) for each owner with an eligible
         queued job at the highest priority level (below `below`, if given); [] when none.
         One statement of index seeks, whatever the queue's length: one step down the
@@ -93,6 +107,13 @@ class SchedulingMixin:
         eligible = "j.status = 'queued' AND j.device IN :devices"
         if blocked:
             eligible += " AND j.owner NOT IN :blocked"
+        fit_params = {}
+        if capacity is not None:
+            eligible += " AND j.gpus <= :max_gpus"
+            fit_params["max_gpus"] = capacity.gpus
+            if capacity.free_memory_bytes is not None:
+                eligible += " AND (j.memory_bytes IS NULL OR j.memory_bytes <= :free_memory)"
+                fit_params["free_memory"] = capacity.free_memory_bytes
         stmt = text(f"""
             WITH RECURSIVE top(level) AS (
                 SELECT j.priority FROM jobs j
@@ -114,13 +135,15 @@ class SchedulingMixin:
             FROM o, top WHERE o.owner IS NOT NULL
             """).bindparams(bindparam("devices", expanding=True),
                             *([bindparam("blocked", expanding=True)] if blocked else []))
-        params = {"devices": list(devices), "below": PRIORITY_MAX + 1 if below is None else below}
+        params = {"devices": list(devices), "below": PRIORITY_MAX + 1 if below is None else below,
+                  **fit_params}
         if blocked:
             params["blocked"] = list(blocked)
         rows = s.connection().execute(stmt, params).all()
         return [(level, owner, head) for level, owner, head in rows if head is not None]
 
-    def _take_head(self, s, level: int, owner: str, devices, head: int) -> int | None:
+    def _take_head(self, s, level: int, owner: str, devices, head: int,
+                   capacity: Capacity | None = None) -> int | None:
         """The owner's oldest eligible job of priority `level` that no other claim holds.
         SQLite: `head` itself (the claim holds the single write lock). PostgreSQL: locked
         with FOR UPDATE SKIP LOCKED, so concurrent claimers take the next one instead of
@@ -130,6 +153,11 @@ class SchedulingMixin:
         stmt = (select(Job.id).where(Job.status == "queued", Job.device.in_(devices),
                                      Job.priority == level, Job.owner == owner)
                 .order_by(Job.id).limit(1).with_for_update(skip_locked=True))
+        if capacity is not None:
+            stmt = stmt.where(Job.gpus <= capacity.gpus)
+            if capacity.free_memory_bytes is not None:
+                stmt = stmt.where(or_(Job.memory_bytes.is_(None),
+                                      Job.memory_bytes <= capacity.free_memory_bytes))
         return s.connection().execute(stmt).scalar()
 
     def _claim_in(self, s, job_id: int, worker: str, device_class: str | None

@@ -187,8 +187,8 @@ class SweepsMixin:
         return s.scalar(select(Sweep).where(Sweep.id == sweep_id).with_for_update())
 
     def launch_trial(self, sweep_id: int, number: int, hyperparameters: Mapping[str, Any],
-                     error: str | None = None, max_queued: int | None = None
-                     ) -> JobRecord | None:
+                     error: str | None = None, max_queued: int | None = None,
+                     memory_bytes: int | None = None) -> JobRecord | None:
         """Insert trial `number` of a running sweep as a queued job of its owner (or, with
         `error`, as a failed one: its proposal could not run). None, inserting nothing, unless
         the sweep is running, `number` is the next trial number, fewer than `max_trials`
@@ -221,6 +221,7 @@ class SweepsMixin:
                 finished_at=now if error else None, attempts=0, epoch=0, step=0,
                 created_at=now, updated_at=now, enqueued_at=now, infra_failures=0,
                 owner=sweep.owner, priority=sweep.priority, sweep_id=sweep_id, trial=number,
+                memory_bytes=memory_bytes,
             )
             s.add(job)
             sweep.updated_at = now

@@ -20,11 +20,14 @@ class WorkersMixin:
     def record_worker_seen(self, name: str, hostname: str, pid: int, queues: Sequence[str],
                            starting: bool = False, gpu_name: str | None = None,
                            gpu_memory_bytes: int | None = None,
-                           torch_version: str | None = None) -> bool:
+                           torch_version: str | None = None, gpus: int | None = None,
+                           gpu_free_bytes: int | None = None) -> bool:
         """A worker's presence beat: insert its row or renew `seen_at` (one upsert). With
         `starting` (a process's first beat) the row starts over as idle, not draining, and
         takes the process's hardware description. Returns whether an admin has asked this
-        worker to drain (POST /workers/{name}/drain): the beat is how the process learns it."""
+        worker to drain (POST /workers/{name}/drain): the beat is how the process learns it.
+        `gpus` and `gpu_free_bytes` are renewed at every beat (free memory changes as the
+        GPU's other jobs come and go)."""
         now = utcnow()
         described = {"device_class": device_class_of(queues), "gpu_name": gpu_name,
                      "gpu_memory_bytes": gpu_memory_bytes, "torch_version": torch_version}
@@ -32,8 +35,10 @@ class WorkersMixin:
             name=name, hostname=hostname, pid=pid, queues=",".join(queues), started_at=now,
             seen_at=now, stopped_at=None, state="idle", jobs_done=0, infra_failures=0,
             **described)
+        stmt = stmt.values(gpus=gpus, gpu_free_bytes=gpu_free_bytes)
         renewed = {"seen_at": now, "stopped_at": None, "pid": pid,
-                   "queues": stmt.excluded.queues}
+                   "queues": stmt.excluded.queues, "gpus": gpus,
+                   "gpu_free_bytes": gpu_free_bytes}
         if starting:
             renewed.update(hostname=hostname, state="idle", job_id=None,
                            drain_requested_at=None, **described)
@@ -144,4 +149,5 @@ def _worker_record(worker: Worker, job_owner: str | None, now: dt.datetime,
         job_id=worker.job_id, job_owner=job_owner if worker.job_id is not None else None,
         started_at=worker.started_at, seen_at=worker.seen_at, seen_seconds_ago=seen_ago,
         jobs_done=worker.jobs_done, infra_failures=worker.infra_failures,
-        drain_requested_at=worker.drain_requested_at)
+        drain_requested_at=worker.drain_requested_at, gpus=worker.gpus,
+        gpu_free_bytes=worker.gpu_free_bytes)

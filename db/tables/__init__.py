@@ -12,6 +12,7 @@ from db.tables.base import (
     DATASET_KINDS,
     JOB_STATUSES,
     LOCAL_OWNER,
+    MAX_JOB_GPUS,
     NAMING_CONVENTION,
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -38,7 +39,8 @@ from db.tables.workers import Worker
 
 __all__ = [
     "ATTEMPT_OUTCOMES", "COARSE_BLOCK_STEPS", "COARSE_ROLLUP_BLOCKS", "DATASET_KINDS",
-    "JOB_STATUSES", "LOCAL_OWNER", "NAMING_CONVENTION", "PRIORITY_MAX", "PRIORITY_MIN",
+    "JOB_STATUSES", "LOCAL_OWNER", "MAX_JOB_GPUS", "NAMING_CONVENTION", "PRIORITY_MAX",
+    "PRIORITY_MIN",
     "ROLLUP_BLOCK_STEPS", "SWEEP_METHODS", "SWEEP_STATUSES", "ApiKey", "Base", "BigIntPK",
     "Checkpoint", "Dataset", "Job", "JobAttempt", "JobText", "JSONType", "Metric",
     "MetricRollup", "MetricRollupCoarse", "SeriesSummary", "Sweep", "UTCDateTime",

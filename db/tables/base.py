@@ -44,6 +44,8 @@ NAMING_CONVENTION = {
 JOB_STATUSES = tuple(JobStatus)  # the CHECK constraint of jobs.status
 # A job's priority: higher runs first (POST /jobs, PATCH /jobs/{id}).
 PRIORITY_MIN, PRIORITY_MAX = -100, 100
+# The most GPUs (on CPU: processes) one job may train on (POST /jobs `gpus`).
+MAX_JOB_GPUS = 16
 # Owner of what is created without an API key (embedded mode on loopback, keyless).
 LOCAL_OWNER = "local"
 DATASET_KINDS = ("images", "text")

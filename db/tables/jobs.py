@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
@@ -194,6 +195,14 @@ class Job(Base):
         "When the reconciler stored the series summaries of this finished run (the levels of "
         "points the compare page asks for many runs: `series_summaries`); NULL before, and "
         "for jobs not finished yet."))
+    # GPUs and GPU memory (migration 0011).
+    gpus: Mapped[int] = mapped_column(Integer, default=1, server_default="1", doc=(
+        "How many GPUs (on a CPU worker: processes) it trains on at once, with "
+        "DistributedDataParallel; only a worker that has that many claims it."))
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger, doc=(
+        "Its estimated training memory per GPU (models/limits.py: peak + state), recorded at "
+        "submit: a worker on a shared GPU claims it only when that much is free. NULL for "
+        "jobs queued before migration 0011."))
 
 
 ATTEMPT_OUTCOMES = tuple(Outcome)  # the CHECK constraint of job_attempts.outcome

@@ -58,6 +58,10 @@ class Worker(Base):
     gpu_name: Mapped[str | None] = mapped_column(String(200), doc=(
         "Its GPU's name (the first visible one); NULL without CUDA."))
     gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, doc="That GPU's total memory.")
+    gpus: Mapped[int | None] = mapped_column(Integer, doc=(
+        "How many GPUs (on a CPU worker: processes) it can give one job (migration 0011)."))
+    gpu_free_bytes: Mapped[int | None] = mapped_column(BigInteger, doc=(
+        "Free memory of its fullest GPU at its latest beat; NULL without CUDA."))
     torch_version: Mapped[str | None] = mapped_column(String(50), doc="The torch it trains with.")
     state: Mapped[str] = mapped_column(String(16), default="idle", server_default="idle", doc=(
         "`idle`, `busy` (running `job_id`), or `draining` (asked to give its job back and take "
