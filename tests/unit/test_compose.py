@@ -92,7 +92,10 @@ def test_compose_file_is_valid_and_has_the_services(env_file):
         assert services[name].get("volumes"), f"{name} keeps its data in a volume"
     # Workers need a GPU reservation and no shared volume: checkpoints live in Postgres.
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert any("gpu" in d.get("capabilities", []) for d in devices)
+    assert any("gpu" in d.get("capabilities", []) and d.get("count") == "all" for d in devices)
+    # ...every GPU of its host, shared out between several jobs at once
+    command = services["worker"]["command"]
+    assert command[:2] == ["trainyard", "worker"] and command[command.index("--jobs") + 1] == "2"
     assert not services["worker"].get("volumes")
     assert "container_name" not in services["worker"], "container_name would block --scale"
     env = services["worker"]["environment"]
