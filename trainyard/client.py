@@ -79,12 +79,13 @@ class Client:
         device: str = "auto",
         priority: int = 0,
         from_checkpoint: dict | None = None,
+        gpus: int = 1,
     ) -> dict:
         """Queue a job. `from_checkpoint` forks a run: {"job": id, "checkpoint": id (default:
         the parent's newest), "resume_optimizer": bool}; hyperparameters not given are the
-        parent's."""
+        parent's. `gpus`: how many GPUs (on CPU: processes) it trains on at once."""
         body = {"model": model, "dataset": dataset, "hyperparameters": hyperparameters or {},
-                "device": device, "priority": priority}
+                "device": device, "priority": priority, "gpus": gpus}
         if name:
             body["name"] = name
         if from_checkpoint is not None:
