@@ -44,8 +44,44 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     port = args.port or settings.api_port
     # The app decides whether keys are required from the address it is bound to.
     settings = settings.model_copy(update={"api_host": host})
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    log_level = settings.log_level.lower()
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        return 0
+    # Several processes on one socket. Each builds its app from TRAINYARD_* (uvicorn starts
+    # them from an import string), so what the command line chose goes through the
+    # environment. Migrating and registering TRAINYARD_ADMIN_KEY happen here, once, before
+    # any of them starts: N lifespans doing it at once would race to insert the same key, and
+    # a refusal to start (open to the network without keys) must stop the command rather
+    # than have uvicorn restart dying workers. Each process's lifespan then finds the schema
+    # at head and the key present; each runs its own reconciler, safe together as the
+    # workers' are, and keeps its own caches (finished curves only, which never change).
+    os.environ["TRAINYARD_API_HOST"] = host
+    os.environ["TRAINYARD_API_PORT"] = str(port)
+    from api.security import prepare_auth
+
+    store = _store(settings)
+    try:
+        prepare_auth(settings, store)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    uvicorn.run("trainyard.cli:api_worker_app", factory=True, workers=args.workers, host=host,
+                port=port, log_level=log_level)
     return 0
+
+
+def api_worker_app():
+    """The app of one `trainyard api --workers N` process (uvicorn's factory): the same as
+    `trainyard api` builds, from the environment, with the command's log format."""
+    from api.main import create_app
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(settings)
 
 
 # ---------------------------------------------------------------- API keys (operator)
@@ -458,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="run the HTTP API and dashboard")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="API processes serving the same port (default 1)")
     p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("keys", help="create, list or revoke API keys (on the database directly)")

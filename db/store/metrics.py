@@ -24,6 +24,60 @@ from db.tables import (
     utcnow,
 )
 
+# A batch of points as array literals (see MetricsMixin._add_metrics_pg); every key occurs once.
+# Names go once each, and per point the 1-based index of its name.
+_PG_POINTS = """
+    SELECT CAST(:job_id AS integer) AS job_id, (CAST(:names AS varchar[]))[p.i] AS name,
+           p.step, p.epoch, p.value, p.time
+    FROM unnest(CAST(:name_index AS integer[]), CAST(:steps AS integer[]),
+                CAST(:epochs AS integer[]), CAST(:values AS double precision[]),
+                CAST(:times AS double precision[])) AS p(i, step, epoch, value, time)
+"""
+_PG_INSERT_POINTS = """
+    INSERT INTO metrics (job_id, name, step, epoch, value, time)
+    SELECT job_id, name, step, epoch, value, time FROM batch
+"""
+_PG_UPSERT_POINTS = f"""WITH batch AS ({_PG_POINTS}) {_PG_INSERT_POINTS}
+    ON CONFLICT (job_id, name, step) DO UPDATE
+    SET epoch = excluded.epoch, value = excluded.value, time = excluded.time
+"""
+
+
+def _pg_rollup_add(table: str, block_steps: int) -> str:
+    """Add the batch's summaries per (name, block, epoch) to `table`'s stored ones.
+    LEAST/GREATEST skip NULLs; a NULL sum (no finite value yet) gives way to the other."""
+    return f"""
+    INSERT INTO {table} (job_id, name, block, epoch, last_step, n, total, low, high)
+    SELECT job_id, name, step / {block_steps}, epoch, max(step), count(value), sum(value),
+           min(value), max(value)
+    FROM batch GROUP BY job_id, name, step / {block_steps}, epoch
+    ON CONFLICT (job_id, name, block, epoch) DO UPDATE
+    SET last_step = GREATEST({table}.last_step, excluded.last_step),
+        n = {table}.n + excluded.n,
+        total = COALESCE({table}.total + excluded.total, {table}.total, excluded.total),
+        low = LEAST({table}.low, excluded.low),
+        high = GREATEST({table}.high, excluded.high)
+"""
+
+
+# New points (no ON CONFLICT: its speculative insertion costs ~20 % more per row) and their
+# block summaries, in one statement: data-modifying CTEs all run, on the same `batch`.
+_PG_ADD_POINTS_AND_ROLLUPS = (
+    f"WITH batch AS ({_PG_POINTS}), "
+    f"points AS ({_PG_INSERT_POINTS}), "
+    f"fine AS ({_pg_rollup_add(MetricRollup.__tablename__, ROLLUP_BLOCK_STEPS)}) "
+    f"{_pg_rollup_add(MetricRollupCoarse.__tablename__, COARSE_BLOCK_STEPS)}"
+)
+
+
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
+
+
+def _pg_array(numbers: Iterable[float | int | None]) -> str:
+    """A PostgreSQL array literal of numbers (None: NULL). repr() of a float round-trips, and
+    the server parses the text several times faster than the driver dumps a Python list."""
+    return "{" + ",".join(["NULL" if x is None else repr(x) for x in numbers]) + "}"
+
 
 class MetricsMixin:
     """Metric points and their rollups (`metric_rollups`, `metric_rollups_coarse`)."""
@@ -53,34 +107,63 @@ class MetricsMixin:
         rewritten in the same transaction, so they always agree with the points.
         """
         now = utcnow().timestamp()
-        rows: dict[tuple[str, int], dict[str, Any]] = {}
+        # (name, step) -> (epoch, value, time): the last point for a key wins.
+        rows: dict[tuple[str, int], tuple[int, float | None, float]] = {}
         for point in points:
-            name, step, epoch, value = str(point[0]), int(point[1]), int(point[2]), point[3]
+            name, step = str(point[0]), int(point[1])
             if step < 0:
                 raise ValueError(f"metric {name!r}: step {step} is negative")
             when = point[4] if len(point) > 4 and point[4] is not None else now
-            rows[(name, step)] = {
-                "job_id": job_id,
-                "name": name,
-                "step": step,
-                "epoch": epoch,
-                "value": finite_or_none(value),
-                "time": float(when),
-            }
+            rows[(name, step)] = (int(point[2]), finite_or_none(point[3]), float(when))
         if not rows:
             return
         try:
             with self._session() as s:
-                # executemany of one upsert: the driver batches it (psycopg pipelines it,
-                # SQLAlchemy packs rows into multi-row VALUES); ~20x faster than
-                # compiling big multi-row statements ourselves.
                 rewritten = self._stored_keys(s, job_id, rows)
-                s.connection().execute(self._metric_upsert, list(rows.values()))
-                self._add_to_rollups(s, job_id, [r for k, r in rows.items() if k not in rewritten])
+                if self.dialect == "postgresql":
+                    self._add_metrics_pg(s, job_id, rows, rewritten)
+                    return
+                # executemany of one upsert: SQLite runs it as one prepared statement.
+                dicts = [{"job_id": job_id, "name": name, "step": step, "epoch": epoch,
+                          "value": value, "time": when}
+                         for (name, step), (epoch, value, when) in rows.items()]
+                s.connection().execute(self._metric_upsert, dicts)
+                self._add_to_rollups(s, job_id, [d for d in dicts
+                                                 if (d["name"], d["step"]) not in rewritten])
                 if rewritten:
                     self._recompute_rollups(s, job_id, rewritten)
         except IntegrityError as exc:
             raise NotFound(f"job {job_id} does not exist") from exc
+
+    def _add_metrics_pg(self, s: Session, job_id: int,
+                        rows: dict[tuple[str, int], tuple[int, float | None, float]],
+                        rewritten: set) -> None:
+        """PostgreSQL: the batch goes as a few array literals in one statement. (An executemany is one
+        statement per point even pipelined, ~45 us each, the ingestion bench's bottleneck.)
+        A batch of new points (the usual case) also adds its block summaries in that
+        statement, aggregated by the server; one that rewrites stored points has the blocks
+        it touched recomputed from the stored points instead."""
+        index: dict[str, int] = {}
+        for name, _ in rows:
+            index.setdefault(name, len(index) + 1)
+        names, steps = zip(*rows, strict=True)
+        epochs, values, times = zip(*rows.values(), strict=True)
+        params = {"job_id": job_id, "names": list(index),
+                  "name_index": _pg_array(map(index.__getitem__, names)),
+                  "steps": _pg_array(steps), "epochs": _pg_array(epochs),
+                  "values": _pg_array(values), "times": _pg_array(times)}
+        if not rewritten:
+            try:
+                with s.begin_nested():
+                    s.execute(text(_PG_ADD_POINTS_AND_ROLLUPS), params)
+                return
+            except IntegrityError as exc:
+                # Points stored since _stored_keys looked (another writer of the same job):
+                # rewrite as below. A missing job is raised to add_metrics.
+                if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+                    raise
+        s.execute(text(_PG_UPSERT_POINTS), params)
+        self._recompute_rollups(s, job_id, set(rows))
 
     @staticmethod
     def _stored_keys(s: Session, job_id: int, rows: dict[tuple[str, int], Any]) -> set:
@@ -262,21 +345,29 @@ class MetricsMixin:
             return list(s.scalars(stmt.order_by(Metric.name)))
 
     def latest_metrics(self, job_id: int) -> dict[str, float | None]:
-        """The value at the highest step of each metric of the job."""
-        ranked = (
-            select(
-                Metric.name,
-                Metric.value,
-                func.row_number()
-                .over(partition_by=Metric.name, order_by=Metric.step.desc())
-                .label("rn"),
+        """The value at the highest step of each metric of the job.
+
+        A loose index scan hops from name to name through the (job_id, name, step) index and
+        one backward index seek per name finds its last point: the cost grows with the number
+        of names, not of points (GET /jobs/{id} polls this on running jobs of millions of
+        points; a window over every point took 0.4 s at 300,000 points)."""
+        stmt = text(
+            """
+            WITH RECURSIVE found(name) AS (
+                SELECT (SELECT min(m.name) FROM metrics m WHERE m.job_id = :job_id)
+                UNION ALL
+                SELECT (SELECT min(m.name) FROM metrics m
+                        WHERE m.job_id = :job_id AND m.name > f.name)
+                FROM found f WHERE f.name IS NOT NULL
             )
-            .where(Metric.job_id == job_id)
-            .subquery()
+            SELECT f.name, (SELECT m.value FROM metrics m
+                            WHERE m.job_id = :job_id AND m.name = f.name
+                            ORDER BY m.step DESC LIMIT 1)
+            FROM found f WHERE f.name IS NOT NULL ORDER BY f.name
+            """
         )
         with self._session() as s:
-            r = ranked.c
-            rows = s.execute(select(r.name, r.value).where(r.rn == 1).order_by(r.name))
+            rows = s.execute(stmt, {"job_id": job_id})
             return {name: finite_or_none(value) for name, value in rows}
 
     def metric_summaries(self, job_ids: Iterable[int]) -> dict[int, dict[str, dict[str, Any]]]:
