@@ -72,10 +72,12 @@ def model_from_checkpoint(blob: bytes) -> tuple[nn.Module, dict]:
 
 
 def checkpoint_bytes(run: _Run, at: Position, metrics: dict,
-                     shuffle_state: torch.Tensor | None = None) -> bytes:
+                     shuffle_state: torch.Tensor | None = None,
+                     rank_rng: list[dict] | None = None) -> bytes:
     """`run` at `at`, serialized. A checkpoint taken mid-epoch (at.batch > 0) stores the
     shuffling generator as it was at the start of that epoch (`shuffle_state`): resuming draws
-    the same order and skips the batches done."""
+    the same order and skips the batches done. A multi-process run also stores each rank's own
+    RNG states (`rank_rng`, models/distributed.py) as rng["ranks"]."""
     spec = run.spec
     ckpt = {
         "format": CHECKPOINT_FORMAT,
@@ -96,6 +98,8 @@ def checkpoint_bytes(run: _Run, at: Position, metrics: dict,
         },
         "metrics": metrics,
     }
+    if rank_rng:
+        ckpt["rng"]["ranks"] = rank_rng
     if spec.family.data_kind == "text":
         ckpt["vocab"] = list(run.data.vocab)
         ckpt["tokenizer"] = run.data.tokenizer

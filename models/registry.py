@@ -20,6 +20,10 @@ from typing import Any
 from core.metrics import metric_goal
 from models.family import FLOAT, INDEX, DataShape, Family, Param, Sizes, SpecError, plain
 
+# What models/acceleration.py can do for a job (see there).
+PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("off", "on", "cudagraphs")
+
 # An LM batch is batch_size * seq_len tokens; cap it so the logits tensor stays sane.
 MAX_TOKENS_PER_BATCH = 65_536
 
@@ -43,8 +47,13 @@ def _common(*, epochs, batch_size, lr, optimizer="adam", lr_schedule="constant",
               description="Batches per epoch, each epoch a fresh random subset; "
                           "0 = one full pass over the training data."),
         Param("seed", "int", 0, 0, 2**31 - 1, description="Seeds init, shuffling, dropout, split."),
-        Param("precision", "str", "fp32", choices=("fp32", "bf16"),
-              description="bf16 autocast on CUDA; CPU always trains in fp32."),
+        Param("precision", "str", "auto", choices=PRECISIONS,
+              description="auto: bf16 autocast on a CUDA GPU that supports it, else fp32; "
+                          "bf16 asks for it on CUDA; fp32 never. The CPU trains in fp32."),
+        Param("compile", "str", "off", choices=COMPILE_MODES,
+              description="off: eager; on: torch.compile the training step; cudagraphs: also "
+                          "capture it in CUDA graphs (small models on a GPU). Compile time is "
+                          "reported as compile_seconds."),
     )
 
 

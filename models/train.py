@@ -34,16 +34,27 @@ Reported metrics
              Validation runs without autograd in passes planned by models.limits.eval_plan
              (the LM's decoder on a bounded number of positions at a time), so it stays within
              the memory the job was estimated and admitted with.
-  Each family names these (grad_norm/<layer> aside) as its `metrics` in the family table,
-  models/registry.py; tests/unit/test_train.py holds the two together.
+  With `compile` on: compile_seconds, once, at the first epoch's end: the first compiled
+             step's time, where torch.compile compiles (models/acceleration.py).
+  Each family names these (grad_norm/<layer> and compile_seconds aside) as its `metrics` in
+  the family table, models/registry.py; tests/unit/test_train.py holds the two together.
 
 A non-finite training loss ends fit() with FloatingPointError("training diverged ...") rather
 than reporting NaN metrics.
+
+Several processes (`ranks`, models/distributed.py): every rank runs this same loop on its part
+of each global batch, wrapped in DistributedDataParallel; rank 0's callbacks report and decide
+(stops reach every rank through `_stop_here`), rank 0 alone evaluates and writes checkpoints
+(`_evaluate`, `_save`). With the default `ONE_PROCESS` each of those is the identity.
 
 Determinism: on CPU the same spec gives bit-identical results; resuming from an epoch-end
 checkpoint restores model, optimizer, scheduler, the torch RNG and the shuffling generator, so the
 resumed run ends with exactly the metrics of an uninterrupted one. use_deterministic_algorithms
 is not switched on (it is process-global and CPU kernels used here are deterministic already).
+On CUDA some kernels are not deterministic (cuDNN's convolution backward, the embedding's
+backward, which add with atomics): the same seed gives metrics that differ in their last digits,
+and a resumed run continues from exactly its checkpoint's state, but is not bit-identical to an
+uninterrupted one.
 """
 
 
@@ -62,6 +73,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.states import FitEnd
+from models.acceleration import (
+    CompiledForward,
+    memory_format,
+    optimizer_options,
+    resolve_precision,
+)
 from models.checkpoints import (  # noqa: F401 - also read from here (worker, tests)
     CHECKPOINT_FORMAT,
     Position,
@@ -72,6 +89,7 @@ from models.checkpoints import (  # noqa: F401 - also read from here (worker, te
     start_from,
 )
 from models.data import ImageData, TextData, load_image_dataset, load_text_dataset
+from models.distributed import ONE_PROCESS, Ranks
 from models.family import Family
 from models.limits import EvalPlan, eval_plan, shape_of_data
 from models.registry import FAMILIES, family, validate_hyperparameters
@@ -152,8 +170,9 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def autocast_for(device: torch.device, precision: str):
-    """What fit() enters around each forward pass: bf16 autocast on CUDA when asked for."""
-    if device.type == "cuda" and precision == "bf16":
+    """What fit() enters around each forward pass: bf16 autocast on CUDA when `precision`
+    (auto, bf16, fp32) resolves to it there (models/acceleration.py)."""
+    if resolve_precision(precision, device) == "bf16":
         return functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext
 
@@ -176,14 +195,18 @@ def build_model_from_config(model: str, config) -> nn.Module:
     return family(model).build(config)
 
 
-def build_optimizer(model: nn.Module, hp: dict) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, hp: dict,
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
+    """The job's optimizer; fused kernels on CUDA (models/acceleration.py)."""
     params = model.parameters()
+    options = optimizer_options(device) if device is not None else {}
     if hp["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        return torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"], **options)
     if hp["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        return torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"],
+                                 **options)
     return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"],
-                           weight_decay=hp["weight_decay"])
+                           weight_decay=hp["weight_decay"], **options)
 
 
 class _Cosine:
@@ -235,9 +258,12 @@ class _Classification:
     def start_epoch(self, gen: torch.Generator, device) -> None:
         self.order = torch.randperm(self.n, generator=gen).to(device)
 
-    def batch(self, i: int):
-        idx = self.order[i * self.bs:(i + 1) * self.bs]
-        return self.data.x_train[idx], self.data.y_train[idx], idx.shape[0]
+    def batch(self, i: int, ranks: Ranks = ONE_PROCESS):
+        """Batch i's images and labels (this rank's part of it), the images in the whole
+        batch, and this rank's share of them."""
+        rows = self.order[i * self.bs:(i + 1) * self.bs]
+        idx, share = ranks.shard(rows)
+        return self.data.x_train[idx], self.data.y_train[idx], rows.shape[0], share
 
     @torch.no_grad()
     def evaluate(self, model, autocast) -> dict[str, float]:
@@ -288,11 +314,13 @@ class _LanguageModel:
         perm = torch.randperm(self.n_windows, generator=gen)
         self.starts = (offset + perm * self.T).to(device)  # (n_windows,)
 
-    def batch(self, i: int):
-        starts = self.starts[i * self.bs:(i + 1) * self.bs]  # (B,)
-        idx = starts[:, None] + self.arange[None, :]  # (B, T)
+    def batch(self, i: int, ranks: Ranks = ONE_PROCESS):
+        """As _Classification.batch: windows of seq_len tokens, counted in tokens."""
+        rows = self.starts[i * self.bs:(i + 1) * self.bs]  # (B,)
+        starts, share = ranks.shard(rows)  # (b,)
+        idx = starts[:, None] + self.arange[None, :]  # (b, T)
         ids = self.data.train_ids
-        return ids[idx], ids[idx + 1], idx.numel()
+        return ids[idx], ids[idx + 1], rows.shape[0] * self.T, share
 
     @torch.no_grad()
     def evaluate(self, model, autocast) -> dict[str, float]:
@@ -360,10 +388,12 @@ class _Reporter:
     progress at most every PROGRESS_EVERY_S. A non-finite loss ends the run."""
 
     def __init__(self, cb: Callbacks, rate_name: str, every: int, epochs: int,
-                 total_steps: int, start_step: int, first_step: int = 0):
+                 total_steps: int, start_step: int, first_step: int = 0,
+                 ranks: Ranks = ONE_PROCESS):
         # steps are counted as on_step counts them; progress from `first_step` (a fork's
-        # parent step), over this run's `total_steps`
-        self.cb, self.rate_name, self.every = cb, rate_name, every
+        # parent step), over this run's `total_steps`; each rank's losses are its share of
+        # the batch's, summed over the ranks at each flush (every rank flushes at the same steps)
+        self.cb, self.rate_name, self.every, self.ranks = cb, rate_name, every, ranks
         self.epochs, self.total_steps, self.start_step = epochs, total_steps, start_step
         self.first_step = first_step
         # step, epoch (1-based), loss (on the device), lr, examples or tokens
@@ -386,8 +416,7 @@ class _Reporter:
         pending = self.pending
         if not pending:
             return
-        losses = torch.stack([p[2] for p in pending]).tolist() if len(pending) > 1 \
-            else [pending[0][2].item()]
+        losses = self.ranks.sum(torch.stack([p[2] for p in pending])).tolist()
         now = time.perf_counter()
         rate = sum(p[4] for p in pending) / max(now - self.t_mark, 1e-9)
         self.t_mark = now
@@ -425,20 +454,26 @@ class _Reporter:
 # fit
 
 
-def _train_step(run: _Run, x, y, autocast, grad_clip: float,
-                measure_norms: bool) -> tuple[torch.Tensor, dict[str, float]]:
+def _train_step(run: _Run, net: CompiledForward, x, y, share: float, world_size: int, autocast,
+                grad_clip: float, measure_norms: bool) -> tuple[torch.Tensor, dict[str, float]]:
     """One optimizer step on a batch: its loss (on the device) and, when asked, the gradient
-    norm of each layer before clipping."""
+    norm of each layer before clipping. `net` runs the forward of run.model, or of its DDP
+    wrapper, compiled or not; this rank holds `share` of the batch (1 in one process), so its
+    loss is weighted by it: DDP's mean over the ranks then gives the gradient of the whole
+    batch's mean loss."""
     with autocast():
-        loss = run.model(x, y)[1]  # the logits are not kept alive through backward
+        loss = net(x, y)[1]  # the logits are not kept alive through backward
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if share != 1.0:
+        loss = loss * share  # this rank's part of the whole batch's mean loss
+    # DDP divides the summed gradients by the world size: multiplied back here
+    (loss * world_size if world_size > 1 else loss).backward()
     norms = grad_norms(run.model) if measure_norms else {}
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), grad_clip)
     run.optimizer.step()
     run.scheduler.step()
-    return loss.detach(), norms
+    return net.keep(loss), norms
 
 
 def fit(
@@ -450,15 +485,17 @@ def fit(
     resume_from: bytes | None = None,
     init_from: bytes | None = None,
     init_optimizer: bool = False,
+    ranks: Ranks = ONE_PROCESS,
 ) -> FitResult:
     """Train `spec` to completion (or until callbacks.should_stop()); see the module docstring.
 
     `resume_from`: this job's own checkpoint, resumed exactly. `init_from` (ignored when
     resuming): another job's checkpoint a fork starts from, with its optimizer state too when
-    `init_optimizer`."""
+    `init_optimizer`. `ranks`: this process's place in a multi-process run (every rank passes
+    the same spec, data and checkpoint bytes)."""
     cb = callbacks or Callbacks()
     hp, kind = spec.hyperparameters, spec.family.data_kind
-    device = resolve_device(spec.device)
+    device = ranks.device(resolve_device(spec.device))
     if data is None:
         data = load_data(spec, data_dir)
     if (kind == "images") != isinstance(data, ImageData):
@@ -469,8 +506,11 @@ def fit(
     torch.manual_seed(hp["seed"])  # weights init; also seeds CUDA
     config = model_config(spec.model, hp, data)
     model = build_model_from_config(spec.model, config).to(device)
+    layout = memory_format(spec.model, device)  # channels_last for the CNN on CUDA
+    if layout is not None:
+        model = model.to(memory_format=layout)
     task = _TASKS[kind](data, hp, eval_plan(spec.model, hp, shape_of_data(data)))
-    optimizer = build_optimizer(model, hp)
+    optimizer = build_optimizer(model, hp, device)
     epochs, spe = hp["epochs"], task.steps_per_epoch
     scheduler = build_scheduler(optimizer, hp, epochs * spe)
     run = _Run(spec, config, model, optimizer, scheduler,
@@ -480,44 +520,85 @@ def fit(
         at, final_metrics = restore(run, resume_from)
     elif init_from is not None:
         at = start_from(run, init_from, optimizer_state=init_optimizer)
+    ranks.own_rng(hp["seed"], resume_from)
+    net = ranks.wrap(model)  # after the weights are final: DDP copies rank 0's to the others
+    forward = CompiledForward(net, hp["compile"], device)
     # the step this run started at: 0, or a fork's parent step (its own checkpoints carry it)
     first_step = max(0, at.step - at.epoch * spe - at.batch)
     autocast = autocast_for(device, hp["precision"])
-    report = _Reporter(cb, task.rate_name, REPORT_EVERY_CUDA if device.type == "cuda" else 1,
-                       epochs, epochs * spe, at.step, first_step)
+    report = _Reporter(cb, task.rate_name,
+                       REPORT_EVERY_CUDA if device.type == "cuda" else ranks.sync_every,
+                       epochs, epochs * spe, at.step, first_step, ranks)
 
     step, start_batch = at.step, at.batch
     report.progress(at.epoch, step)
     for epoch in range(at.epoch, epochs):
-        model.train()
+        net.train()
         epoch_shuffle_state = run.shuffle_gen.get_state()
         task.start_epoch(run.shuffle_gen, device)
         report.start_epoch()
         norms: dict[str, float] = {}
         first_batch, start_batch = start_batch, 0
         for i in range(first_batch, spe):
-            if cb.should_stop():
+            stop, save = _stop_here(cb, ranks, i, can_save=i > first_batch)
+            if stop:
                 report.flush(epoch + 1)
                 final_metrics = report.with_train_loss(final_metrics)
-                if i > first_batch and cb.checkpoint_on_stop():
-                    blob = checkpoint_bytes(run, Position(epoch, i, step), final_metrics,
-                                            epoch_shuffle_state)
-                    cb.on_checkpoint(epoch, step, blob, dict(final_metrics))
+                if save:
+                    _save(cb, run, ranks, Position(epoch, i, step), final_metrics,
+                          epoch_shuffle_state)
                 return FitResult(FitEnd.STOPPED, final_metrics, epoch, step)
-            x, y, n = task.batch(i)
+            x, y, n, share = task.batch(i, ranks)
+            if layout is not None:
+                x = x.contiguous(memory_format=layout)
             lr = optimizer.param_groups[0]["lr"]
-            loss, step_norms = _train_step(run, x, y, autocast, hp["grad_clip"],
+            started = time.perf_counter() if forward.timing_first_step else None
+            loss, step_norms = _train_step(run, forward, x, y, share, ranks.world_size,
+                                           autocast, hp["grad_clip"],
                                            measure_norms=i == spe - 1)
+            if started is not None:  # the first compiled step: where the compiling happens
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                forward.first_step_done(time.perf_counter() - started)
             norms.update(step_norms)  # only the epoch's last step measures them
             step += 1
             report.step(step, epoch + 1, loss, lr, n)
         report.flush(epoch + 1)
 
         model.eval()
-        metrics = {**task.evaluate(model, autocast), **norms}
-        cb.on_epoch(epoch + 1, step, dict(metrics), task.texts(model, hp["seed"], epoch + 1))
+        metrics, texts = _evaluate(task, model, autocast, ranks, hp["seed"], epoch + 1)
+        metrics.update(norms)
+        if ranks.is_main:
+            metrics.update(forward.take_metrics())  # compile_seconds, once
+        cb.on_epoch(epoch + 1, step, dict(metrics), texts)
         final_metrics = report.with_train_loss(dict(metrics))
-        blob = checkpoint_bytes(run, Position(epoch + 1, 0, step), final_metrics)
-        cb.on_checkpoint(epoch + 1, step, blob, dict(final_metrics))
+        _save(cb, run, ranks, Position(epoch + 1, 0, step), final_metrics)
         report.epoch_done(epoch + 1, step)
     return FitResult(FitEnd.COMPLETED, final_metrics, epochs, step)
+
+
+def _stop_here(cb: Callbacks, ranks: Ranks, batch: int, can_save: bool) -> tuple[bool, bool]:
+    """Whether to stop before `batch`, and checkpoint there: rank 0's callbacks decide, every
+    rank learns it at this same batch (asked every ranks.sync_every batches when there are
+    several ranks, every batch in one process)."""
+    if not ranks.asks_at(batch):
+        return False, False
+    stop = cb.should_stop()
+    return ranks.decide(stop, stop and can_save and cb.checkpoint_on_stop())
+
+
+def _evaluate(task, model: nn.Module, autocast, ranks: Ranks, seed: int,
+              epoch: int) -> tuple[dict[str, float], dict[str, str]]:
+    """Validation metrics and texts after `epoch`: on rank 0 (the others report nothing)."""
+    if not ranks.is_main:
+        return {}, {}
+    return task.evaluate(model, autocast), task.texts(model, seed, epoch)
+
+
+def _save(cb: Callbacks, run: _Run, ranks: Ranks, at: Position, metrics: dict,
+          shuffle_state: torch.Tensor | None = None) -> None:
+    """Checkpoint `run` at `at` (rank 0 writes it; every rank adds its RNG states)."""
+    rank_rng = ranks.gather_rng()
+    if ranks.is_main:
+        blob = checkpoint_bytes(run, at, metrics, shuffle_state, rank_rng)
+        cb.on_checkpoint(at.epoch, at.step, blob, dict(metrics))
