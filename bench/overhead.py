@@ -25,8 +25,9 @@ Each run's step timestamps are also split into a per-step time and a per-epoch-e
 (medians, robust to bursts of other load), which say where the difference comes from and what it
 would be for longer epochs. A breakdown then runs, in this process, the bare loop, the bare loop
 plus a per-epoch evaluation, fit() with no-op callbacks and fit() with the worker's
-PersistingCallbacks on a real Store of the same backend, and one more fit() with timers around
-each store call, each callback and fit()'s own per-epoch work, to say what costs what.
+PersistingCallbacks on a real Store of the same backend (with the writer process, and with the
+writer thread it replaced: the same conditions for both), and one more fit() with timers around
+each callback, each writer call and fit()'s own per-epoch work, to say what costs what.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402  (puts the repository root on sys.path)
+import common
 
 DEFAULT_MODEL = "cnn"
 DEFAULT_DATASET = "digits"
@@ -52,6 +53,7 @@ DEFAULT_DATASET = "digits"
 # window (a few seconds) spans many epoch ends: evaluations, metric flushes, progress updates
 # and checkpoints.
 DEFAULT_HP = {"epochs": 30, "seed": 0}
+TARGET = 0.98  # service/bare steady-state throughput (issue 13)
 
 
 # ------------------------------------------------------------------ bare torch
@@ -210,16 +212,18 @@ class _Timers:
                 for k in sorted(self.total, key=lambda k: -self.total[k])}
 
 
-def _fit_in_process(model: str, dataset: str, hp: dict, store=None, timers: _Timers | None = None
-                    ) -> dict:
-    """fit() with no-op callbacks (store None) or PersistingCallbacks on `store`; timers wrap
-    the store's methods and fit()'s per-epoch work (patched in this process only)."""
+def _fit_in_process(model: str, dataset: str, hp: dict, store=None, timers: _Timers | None = None,
+                    writer: str = "process") -> dict:
+    """fit() with no-op callbacks (store None) or PersistingCallbacks on `store` with a writer
+    process or thread (`writer`); timers wrap the callbacks, the writer's calls (what the
+    trainer pays), the store's methods (called here only by a writer thread) and fit()'s
+    per-epoch work (patched in this process only)."""
     import torch
 
-    import models.train as train
-    from models.train import Callbacks, JobSpec, fit
     from core.settings import Settings
-    from worker.runner import PersistingCallbacks
+    from models import train
+    from models.train import Callbacks, JobSpec, fit
+    from worker.persistence import PersistingCallbacks
 
     spec = JobSpec(model, dataset, hp, "cpu")
     data = train.load_data(spec)
@@ -238,7 +242,7 @@ def _fit_in_process(model: str, dataset: str, hp: dict, store=None, timers: _Tim
             def on_step(self, step, epoch, metrics):
                 super().on_step(step, epoch, metrics)
                 marks.append(time.perf_counter())
-        callbacks = MarkingPersist(store, job.id, Settings())
+        callbacks = MarkingPersist(store, job.id, Settings(db_writer=writer))
 
     patched = []
     if timers is not None:
@@ -254,6 +258,10 @@ def _fit_in_process(model: str, dataset: str, hp: dict, store=None, timers: _Tim
             setattr(owner, name, timers.wrap(label, original))
         for name in ("on_step", "on_progress", "should_stop", "on_epoch", "on_checkpoint"):
             setattr(callbacks, name, timers.wrap(f"callbacks.{name}", getattr(callbacks, name)))
+        if store is not None:
+            for name in ("call", "ask", "answers"):
+                setattr(callbacks.writer, name,
+                        timers.wrap(f"writer.{name}", getattr(callbacks.writer, name)))
     try:
         t0 = time.perf_counter()
         result = fit(spec, callbacks, data=data)
@@ -262,14 +270,15 @@ def _fit_in_process(model: str, dataset: str, hp: dict, store=None, timers: _Tim
         for owner, name, original in patched:
             setattr(owner, name, original)
     if store is not None:
+        callbacks.close()  # every write landed (after the measured steps)
         store.finish_job(job.id, "succeeded")
     return {"marks": marks, "total_s": total, "steps": result.steps_done}
 
 
 def breakdown(mode: str, model: str, dataset: str, hp: dict, sizes: list[int], repeats: int
               ) -> dict:
-    """Alternate bare / bare+eval / fit(no-op) / fit(PersistingCallbacks, real Store), then one
-    run with timers."""
+    """Alternate bare / bare+eval / fit(no-op) / fit(PersistingCallbacks, real Store) with the
+    writer process and with the writer thread, then one run with timers."""
     from db.store import Store
 
     postgres = None
@@ -284,7 +293,7 @@ def breakdown(mode: str, model: str, dataset: str, hp: dict, sizes: list[int], r
     try:
         store.migrate()
         thr = {"bare": [], "bare_with_epoch_eval": [], "fit_noop_callbacks": [],
-               "fit_persisting_callbacks": []}
+               "fit_persisting_callbacks": [], "fit_persisting_callbacks_thread_writer": []}
         decs = {k: [] for k in thr}
         for _ in range(repeats):
             runs = {
@@ -292,6 +301,8 @@ def breakdown(mode: str, model: str, dataset: str, hp: dict, sizes: list[int], r
                 "bare_with_epoch_eval": bare_run(model, dataset, hp, evaluate=True),
                 "fit_noop_callbacks": _fit_in_process(model, dataset, hp),
                 "fit_persisting_callbacks": _fit_in_process(model, dataset, hp, store=store),
+                "fit_persisting_callbacks_thread_writer": _fit_in_process(
+                    model, dataset, hp, store=store, writer="thread"),
             }
             for k, run in runs.items():
                 thr[k].append(window_throughput(run["marks"], sizes)[0])
@@ -310,9 +321,11 @@ def breakdown(mode: str, model: str, dataset: str, hp: dict, sizes: list[int], r
                     "epoch_end_ms": round(statistics.median(d["epoch_end_ms"] for d in v), 3)}
                 for k, v in decs.items()},
             "timed_run": {
-                "note": "one fit() with PersistingCallbacks and timers (timer overhead included); "
-                        "store.* calls happen inside callbacks.*; evaluate/grad_norms/"
-                        "checkpoint_serialize are fit()'s own work, not persistence",
+                "note": "one fit() with PersistingCallbacks (writer process) and timers (timer "
+                        "overhead included); writer.* calls happen inside callbacks.* and are "
+                        "what the trainer pays for persistence (the store's work runs in the "
+                        "writer process); evaluate/grad_norms/checkpoint_serialize are fit()'s "
+                        "own work, not persistence",
                 "fit_total_s": round(timed["total_s"], 3),
                 "window_s": round(window, 3),
                 "timers": timers.report(),
@@ -359,10 +372,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="the paired bare loop evaluates on the validation set after each epoch, "
                          "as a hand-written loop (pytorch/examples mnist) does and as the service "
                          "does (default); --no-bare-eval compares with training alone")
+    ap.add_argument("--writer", choices=("process", "thread"), default="process",
+                    help="where the service's worker runs a job's database writes "
+                         "(TRAINYARD_DB_WRITER; default process); the breakdown measures both")
     ap.add_argument("--out", default=None, help="results name (default overhead-<mode>)")
     args = ap.parse_args(argv)
 
-    extra_env = {}
+    extra_env = {"TRAINYARD_DB_WRITER": args.writer}
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         extra_env["OMP_NUM_THREADS"] = str(args.threads)
@@ -379,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         "hyperparameters_filled": validate_hyperparameters(args.model, hp),
         "repeats": args.repeats, "breakdown_repeats": args.breakdown_repeats,
         "threads": torch.get_num_threads(), "service_paused_during_bare": not args.no_pause,
-        "bare_loop_evaluates_each_epoch": args.bare_eval,
+        "bare_loop_evaluates_each_epoch": args.bare_eval, "service_db_writer": args.writer,
     })
     print(f"overhead ({args.mode}): {args.model} on {args.dataset} {hp}, "
           f"{args.repeats} alternating pairs, torch threads {torch.get_num_threads()}, "
@@ -450,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         "service_queue_wait_s": common.summary([p["service_queue_wait_s"] for p in pairs], 3),
         "bare_total_s": common.summary([p["bare_total_s"] for p in pairs], 3),
         "losses_identical_to_bare": all(p["max_abs_loss_diff_vs_bare"] == 0.0 for p in pairs),
-        "target": 0.95,
+        "target": TARGET,
     }
     # Robust view: per-step time and per-epoch-end extra (medians within each run), and what
     # they imply for epochs of other lengths:
@@ -473,13 +489,13 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_from_medians_at_this_epoch_length": projected(spe),
         "projected_ratio_by_steps_per_epoch": {n: projected(n) for n in (23, 100, 235, 938)},
     }
-    figures["meets_target"] = figures["ratio_window"]["median"] >= 0.95
+    figures["meets_target"] = figures["ratio_window"]["median"] >= TARGET
     result["figures"] = figures
     result["pairs"] = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in p.items()}
                        for p in pairs]
     print(f"  -> throughput ratio service/bare (steady window): median "
           f"{figures['ratio_window']['median']:.3f} [min {figures['ratio_window']['min']:.3f}, "
-          f"max {figures['ratio_window']['max']:.3f}] target >= 0.95: "
+          f"max {figures['ratio_window']['max']:.3f}] target >= {TARGET}: "
           f"{'met' if figures['meets_target'] else 'NOT met'}; best/best "
           f"{figures['ratio_of_bests_window']:.3f}", flush=True)
     d = figures["per_step_and_epoch_end"]
@@ -512,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  -> bare+epoch eval/bare {r['bare_with_epoch_eval']:.3f}, "
               f"fit(no-op callbacks)/bare {r['fit_noop_callbacks']:.3f}, "
               f"fit(PersistingCallbacks, {bd['backend']})/bare "
-              f"{r['fit_persisting_callbacks']:.3f}", flush=True)
+              f"{r['fit_persisting_callbacks']:.3f} with the writer process, "
+              f"{r['fit_persisting_callbacks_thread_writer']:.3f} with a writer thread",
+              flush=True)
         for k, v in bd["per_step_and_epoch_end_ms"].items():
             print(f"     {k:28s} step {v['step_ms']:.3f} ms, epoch end +{v['epoch_end_ms']:.2f} ms")
         for k, v in bd["timed_run"]["timers"].items():

@@ -224,7 +224,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         flush=True,
     )
     try:
-        return cmd_api(argparse.Namespace(host=None, port=settings.api_port), settings)
+        return cmd_api(argparse.Namespace(host=None, port=settings.api_port, workers=1), settings)
     finally:
         worker.stop()
 

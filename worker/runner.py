@@ -4,7 +4,8 @@ The runner owns the job's life on a worker: claim the best queued job the worker
 database's order, db/store/scheduling.py; a guarded queued -> running transition, so any number
 of workers can claim at once), load its data, resume from its latest checkpoint if it has one,
 train, and record the outcome. The training core never sees the database; it talks to
-`PersistingCallbacks`, which batches metric rows, writes them from a background thread, and
+`PersistingCallbacks` (worker/persistence.py), which batches metric rows, hands every write to a
+writer process (worker/db_writer.py) so that no database work runs on the trainer's GIL, and
 checks for cancellation between steps.
 
 Fault tolerance: while a job runs, a `Heartbeat` thread renews its lease in the database every
@@ -36,7 +37,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import queue
 import threading
 import time
 import traceback
@@ -45,17 +45,19 @@ from enum import StrEnum
 
 from core.settings import Settings, get_settings
 from core.states import DEVICES, FitEnd, JobStatus, Outcome
-from db.store import Store, describe_db_error, is_connection_error
+from db.store import Store, describe_db_error
 from db.store.scheduling import device_class_of
 from models.data import text_data_from_string
 from models.limits import check_limits, estimate, shape_of_data
-from models.train import Callbacks, JobSpec, fit, load_checkpoint, load_data
+from models.train import JobSpec, load_checkpoint, load_data
 from sweeps import driver as sweep_driver
+from worker import gpus
+from worker.db_writer import DatabaseWriteError, retry_while_unreachable
+from worker.distributed import fit_job
+from worker.persistence import DRAINING, PersistingCallbacks
 
 log = logging.getLogger("trainyard.worker")
 
-# Set once this worker process is shutting down (SIGTERM): the running job gives itself back.
-DRAINING = threading.Event()
 TIME_LIMIT_ENV = "TRAINYARD_JOB_TIME_LIMIT_SECONDS"  # Settings.job_time_limit_seconds
 
 
@@ -70,25 +72,6 @@ class RunEnd(StrEnum):
 def skipped(status: str | None) -> str:
     """run()'s answer to a delivery of a job that is not queued (a duplicate): its status."""
     return f"skipped:{status}"
-
-
-def retry_while_unreachable(fn, *args, retry_seconds: float = 600.0, **kwargs):
-    """Call `fn`, retrying with exponential backoff (0.1 s doubling to 5 s) for as long as the
-    database is unreachable, up to `retry_seconds`; any other error is raised at once.
-
-    Only for idempotent writes (metric upserts, guarded transitions, progress): a commit whose
-    answer was lost may be applied twice."""
-    deadline = time.monotonic() + retry_seconds
-    delay = 0.1
-    while True:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if not is_connection_error(exc) or time.monotonic() + delay > deadline:
-                raise
-            log.warning("database unreachable (%s): retrying in %.1f s", type(exc).__name__, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 class Heartbeat:
@@ -130,202 +113,16 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
-class DatabaseWriter:
-    """One background thread that performs a job's database writes, in the order submitted.
-
-    Training never waits for a commit (a Postgres commit waits for its log flush: ~10 ms), and
-    the order still guarantees that a checkpoint lands after the metrics that precede it. The
-    queue is bounded, so a slow database slows training down instead of growing memory. The
-    first failed write is re-raised in the training thread at the next submit or at close().
-    """
-
-    def __init__(self, name: str, max_pending: int = 1000, retry_seconds: float = 0.0,
-                 abandon: threading.Event | None = None):
-        # retry_seconds > 0: a write that finds the database unreachable is retried (in order,
-        # so later writes wait behind it) for up to that long before it counts as failed.
-        # abandon, once set, drops every write still queued (the job is someone else's now).
-        self.retry_seconds = retry_seconds
-        self.abandon = abandon
-        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                abandoned = self.abandon is not None and self.abandon.is_set()
-                # after a failure, drop the rest: the job is failing
-                if self._error is None and not abandoned:
-                    fn, args, kwargs = item
-                    if self.retry_seconds > 0:
-                        retry_while_unreachable(fn, *args, retry_seconds=self.retry_seconds,
-                                                **kwargs)
-                    else:
-                        fn(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the training thread
-                self._error = exc
-            finally:
-                self._queue.task_done()
-
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def submit(self, fn, *args, **kwargs) -> None:
-        self._raise_if_failed()
-        self._queue.put((fn, args, kwargs))
-
-    def drain(self) -> None:
-        """Wait until every submitted write is done; raise the first failure."""
-        self._queue.join()
-        self._raise_if_failed()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-
-class PersistingCallbacks(Callbacks):
-    """Writes what fit() reports to the database, in batches, and answers "should I stop?"."""
-
-    def __init__(self, store: Store, job_id: int, settings: Settings, attempt: int | None = None,
-                 heartbeat: Heartbeat | None = None, deadline: float | None = None,
-                 judge_epoch: Callable[[int], bool] | None = None):
-        self.store = store
-        # A sweep's trial: asked at each epoch end (but the last) whether it stops there,
-        # its epoch's metrics written first (sweeps/driver.py judge_epoch).
-        self.judge_epoch = judge_epoch
-        self.pruned = False
-        # time.monotonic() past which the job has used up its time limit (None: no limit)
-        self.deadline = deadline
-        self.timed_out = False
-        self.job_id = job_id
-        self.attempt = attempt
-        self.heartbeat = heartbeat
-        self.flush_seconds = settings.metrics_flush_seconds
-        self.cancel_check_seconds = settings.cancel_check_seconds
-        self.checkpoints_keep = settings.checkpoints_keep
-        self.writer = DatabaseWriter(name=f"job-{job_id}-writer",
-                                     retry_seconds=settings.db_retry_seconds,
-                                     abandon=heartbeat.taken if heartbeat else None)
-        self._pending: list[tuple[str, int, int, float, float]] = []
-        self._last_flush = time.monotonic()
-        self._last_cancel_check = time.monotonic()
-        self._stop = False  # cancelled, or taken from this worker
-        # A job of higher priority needs this worker: stop at the next step, checkpoint it and
-        # give the job back (see db/store/preemption.py). A cancel found at the same check wins.
-        self.preempted = False
-        self._closed = False
-
-    # ---- metrics: buffered, then written in one transaction per flush ----
-    def _add(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
-        now = time.time()
-        self._pending.extend((name, step, epoch, float(value), now) for name, value in metrics.items())
-
-    def flush(self) -> None:
-        if self._pending:
-            points, self._pending = self._pending, []
-            self.writer.submit(self.store.add_metrics, self.job_id, points)
-        self._last_flush = time.monotonic()
-
-    def close(self) -> None:
-        """Write what is left and wait for every write to land (raises the first failure)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.flush()
-            self.writer.drain()
-        finally:
-            self.writer.close()
-
-    def on_step(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
-        self._add(step, epoch, metrics)
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
-
-    def on_epoch(self, epoch: int, step: int, metrics: dict[str, float], texts: dict[str, str]) -> None:
-        self._add(step, epoch, metrics)
-        self.flush()
-        for name, text in texts.items():
-            self.writer.submit(self.store.add_text, self.job_id, epoch=epoch, step=step,
-                               name=name, text=storable_text(text))
-        if self.judge_epoch is not None:
-            # The pruner reads this epoch's objective from the database: wait for it to land.
-            # A pruned trial still writes this epoch's checkpoint, then stops before a step.
-            self.writer.drain()
-            try:
-                self.pruned = self.judge_epoch(epoch)
-            except Exception:  # noqa: BLE001 - a decision that fails never fails the trial
-                log.warning("job %s: the pruning decision at epoch %s failed; training on",
-                            self.job_id, epoch, exc_info=True)
-
-    def on_checkpoint(self, epoch: int, step: int, blob: bytes, metrics: dict) -> None:
-        # Metrics first, so a checkpoint never points past the metrics stored for its run.
-        self.flush()
-        self.writer.submit(self.store.add_checkpoint, self.job_id, epoch=epoch, step=step,
-                           data=blob, metrics=metrics, keep_last=self.checkpoints_keep or None)
-
-    def on_progress(
-        self, epoch: int, total_epochs: int, step: int, total_steps: int, eta_seconds: float | None
-    ) -> None:
-        self.writer.submit(self._write_progress, epoch, total_epochs, step, total_steps, eta_seconds)
-
-    def _write_progress(self, epoch, total_epochs, step, total_steps, eta_seconds) -> None:
-        still_running = self.store.update_progress(
-            self.job_id, epoch=epoch, total_epochs=total_epochs, step=step,
-            total_steps=total_steps, eta_seconds=eta_seconds, attempt=self.attempt,
-        )
-        if not still_running:  # cancelled (or taken away) while we trained
-            self._stop = True
-
-    def _check_status(self) -> None:
-        status, preempt_requested_at = self.store.run_signals(self.job_id)
-        if status != JobStatus.RUNNING:
-            self._stop = True
-        elif preempt_requested_at is not None:
-            self.preempted = True
-
-    def should_stop(self) -> bool:
-        # Checked first so that the reason is known even when a drain or cancel comes too.
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.timed_out = True
-            return True
-        if DRAINING.is_set() or (self.heartbeat is not None and self.heartbeat.lost.is_set()):
-            return True
-        now = time.monotonic()
-        if not self._stop and now - self._last_cancel_check >= self.cancel_check_seconds:
-            self._last_cancel_check = now
-            self.writer.submit(self._check_status)  # answered on the writer thread
-        return self._stop or self.preempted or self.pruned
-
-    def checkpoint_on_stop(self) -> bool:
-        # A drained or preempted job is given back and resumes exactly at this step; one out
-        # of time keeps the work it did; a cancelled job needs no checkpoint, and one taken
-        # from this worker must not get ours.
-        lost = self.heartbeat is not None and self.heartbeat.lost.is_set()
-        given_back = DRAINING.is_set() or self.timed_out or self.preempted
-        return given_back and not lost and not self._stop
-
-
-def storable_text(text: str) -> str:
-    """`text` as any database can store it. A model trained on a text that holds NUL (an
-    upload from before uploads refused it) can sample NUL, which Postgres text refuses: it
-    becomes U+FFFD, the replacement character, so the job does not fail over its sample."""
-    return text.replace("\x00", "\ufffd")
-
-
 def _readable_error(exc: BaseException) -> str:
     # A database error is told in the driver's words, never with its SQL statement or
     # parameters (users' data); the whole traceback goes to the worker log.
     described = describe_db_error(exc)
     if described is not None:
         return described
+    if isinstance(exc, DatabaseWriteError):  # the writer process's account, already SQL-free
+        return str(exc)
+    if gpus.is_out_of_memory(exc):
+        return gpus.out_of_memory_message(exc)
     # The last frames are what a user needs.
     tail = "".join(traceback.format_exception(exc)[-3:])
     return f"{type(exc).__name__}: {exc}\n{tail}"[:4000]
@@ -350,7 +147,8 @@ class JobRunner:
         while not DRAINING.is_set():
             job = self.store.claim_next_job(
                 self.worker_name, self.queues, device_class_of(self.queues),
-                max_running_per_owner=self.settings.max_running_jobs_per_user)
+                max_running_per_owner=self.settings.max_running_jobs_per_user,
+                capacity=gpus.capacity(self.queues, self.settings.gpu_memory_reserve_bytes))
             if job is None:
                 break
             ran.append((job.id, self._run_job(job)))
@@ -431,8 +229,10 @@ class JobRunner:
                 log.info("job %s resumes from checkpoint at epoch %s", job_id, latest[0].epoch)
             elif job.parent_checkpoint_id is not None:
                 init_from = self._parent_checkpoint(job)
-            result = fit(spec, callbacks, data=data, resume_from=resume_from,
-                         init_from=init_from, init_optimizer=job.resume_optimizer)
+            # "gpus": k > 1 trains on k processes, this one rank 0 (worker/distributed.py)
+            result = fit_job(spec, callbacks, gpus=getattr(job, "gpus", 1) or 1, data=data,
+                             resume_from=resume_from, init_from=init_from,
+                             init_optimizer=job.resume_optimizer)
             callbacks.close()
         except Exception as exc:  # the job's own failure: record it, keep the worker alive
             log.exception("job %s failed", job_id)
@@ -440,6 +240,7 @@ class JobRunner:
                 callbacks.close()
             except Exception:
                 log.exception("job %s: could not write its last metrics after the failure", job_id)
+            gpus.release_cached_memory()  # a job that ran out of GPU memory leaves none held
             self._retry(self.store.finish_job, job_id, JobStatus.FAILED,
                         error=_readable_error(exc), attempt=attempt)
             return Outcome.FAILED

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from worker.runner import DatabaseWriter
+from worker.db_writer import DatabaseWriter
 
 
 def test_writes_happen_in_order_off_the_calling_thread():
