@@ -335,13 +335,15 @@ def get_metrics(
         int, Query(ge=2, le=10_000, description="At most this many points per series.")
     ] = 1000,
 ) -> MetricSeries:
+    """Each series at most `max_points` points: the last is the exact final point; the steps
+    before it are cut into buckets of consecutive steps, each drawn as the mean of its values
+    at its last step. The same curve as GET /compare/series draws for this run."""
     wanted = None
     if names is not None:
         wanted = parse_metric_names(names, fewest=0, most=MAX_METRIC_NAMES)
-    # The store's points are MetricPoint's shape, their values already finite or None.
-    return MetricSeries(
-        series=store.get_metrics(job.id, names=wanted or None, max_points=max_points)
-    )
+    # Downsampled as the compare page downsamples (db/store/series.py), from the rollups
+    # for long curves; the points are MetricPoint's shape, values already finite or None.
+    return MetricSeries(series=store.series_points(job.id, wanted or None, max_points))
 
 
 @router.get(

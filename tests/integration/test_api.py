@@ -483,6 +483,25 @@ def test_metrics_series_filtered_and_downsampled(client, store):
                ["query", "max_points"])
 
 
+def test_a_long_curve_is_the_same_on_its_job_page_and_in_a_comparison(client, store):
+    """GET /jobs/{id}/metrics downsamples as GET /compare/series does (from the rollups once a
+    curve is long), so a run reads the same wherever it is drawn, and ends on its final value."""
+    job = submit(client)
+    store.add_metrics(job["id"], [("train_loss", step, step // 1000, 3.0 - step / 10_000, None)
+                                  for step in range(1, 20_001)])
+    for max_points in (50, 1000):
+        page = client.get(f"/jobs/{job['id']}/metrics",
+                          params={"max_points": max_points}).json()["series"]["train_loss"]
+        compared = client.get("/compare/series", params={
+            "ids": str(job["id"]), "names": "train_loss", "max_points": max_points}).json()
+        curve = compared["series"][str(job["id"])]["train_loss"]
+        assert [p["step"] for p in page] == curve["step"]
+        assert [p["epoch"] for p in page] == curve["epoch"]
+        assert [p["value"] for p in page] == pytest.approx(curve["value"])
+        assert len(page) <= max_points
+        assert page[-1] == {"step": 20_000, "epoch": 20, "value": pytest.approx(1.0)}
+
+
 def test_texts_sampled_per_epoch(client, store):
     job = submit(client, model="rnn_lm", dataset="pydocs")
     assert client.get(f"/jobs/{job['id']}/texts").json() == []
