@@ -4,7 +4,7 @@ Real processes on Postgres + Redis: a pool of two worker processes runs two jobs
 time; one of its processes killed with SIGKILL is started again under its name, its job
 requeued after the lease and resumed, while the other process's job goes on untouched; SIGTERM
 to the pool drains and stops every process. GPU sharing (CUDA_VISIBLE_DEVICES per process) is
-planned by the same code on any host (tests/unit/test_worker_pool.py); this host has no GPU.
+planned by the same code on any host (tests/unit/test_worker_pool_plan.py); this host has no GPU.
 """
 
 from __future__ import annotations
