@@ -76,8 +76,8 @@ def prepare(data_dir: Path) -> None:
 
 
 def load(data_dir: Path) -> dict:
-    digits = ImageData(**torch.load(data_dir / "digits.pt"))
-    saved = torch.load(data_dir / "fortunes-char.pt")
+    digits = ImageData(**torch.load(data_dir / "digits.pt", weights_only=True))
+    saved = torch.load(data_dir / "fortunes-char.pt", weights_only=True)
     text = TextData(train_ids=saved["train_ids"], val_ids=saved["val_ids"],
                     vocab=saved["vocab"], tokenizer=saved["tokenizer"])
     return {"mlp": digits, "cnn": digits, "rnn_lm": text}
@@ -208,7 +208,7 @@ def section_fast_path(data: dict, device: str, quick: bool) -> dict:
 
 def _pool_worker(rank, device, data_path, hp, jobs, ready, done):
     torch.set_num_threads(1)
-    data = ImageData(**torch.load(data_path)).to(device)
+    data = ImageData(**torch.load(data_path, weights_only=True)).to(device)
     spec = JobSpec(model="mlp", dataset="bench", hyperparameters=hp, device=device)
     if device == "cuda":
         torch.zeros(1, device=device)  # CUDA context before the clock
