@@ -56,6 +56,7 @@ def create_app(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        max_predict_bytes=settings.max_predict_bytes,
     )
     app.add_middleware(SecurityHeaders)
 

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import too_large
 
+# Image files sent to a classifier (api/routes/inference.py) have their own cap.
+PREDICT_PATH = re.compile(r"/jobs/[0-9]+/predict")
 # Room for the multipart envelope (boundaries, headers, the small form fields) around a file.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -22,19 +26,28 @@ class BodySizeLimit:
     no request can make the server buffer more than the cap.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int,
+                 max_predict_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.max_predict_bytes = max_predict_bytes or max_bytes
+
+    def _limit(self, scope: Scope) -> tuple[int, int, str]:
+        """(cap in bytes, the figure shown, its name) for this request."""
+        path = scope["path"].rstrip("/")
+        if scope["method"] == "POST" and path == "/datasets":
+            return (self.max_upload_bytes + MULTIPART_OVERHEAD, self.max_upload_bytes,
+                    "upload limit")
+        if scope["method"] == "POST" and PREDICT_PATH.fullmatch(path):
+            return self.max_predict_bytes, self.max_predict_bytes, "predict request limit"
+        return self.max_bytes, self.max_bytes, "request size limit"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/datasets"
-        cap = self.max_upload_bytes + MULTIPART_OVERHEAD if upload else self.max_bytes
-        shown = self.max_upload_bytes if upload else self.max_bytes
-        what = "upload limit" if upload else "request size limit"
+        cap, shown, what = self._limit(scope)
         detail = f"the request is larger than the {what} of {shown} bytes"
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:

@@ -198,6 +198,40 @@ class Settings(BaseSettings):
         "the reconciler precomputes those the compare page asks of many runs. false: "
         "neither (every read is computed from the rollups; bench/compare.py measures both).",
     )
+    # ---- using trained models (README "Use a trained model"; api/services/inference.py) ----
+    inference_cache_bytes: int = Field(
+        default=512 * 2**20, ge=0,
+        description="Memory each API process may keep for loaded networks and validation "
+        "sets (least recently used evicted first); 0 loads them on every request.",
+    )
+    inference_threads: int = Field(
+        default=2, ge=1,
+        description="Requests that run a network at once in one API process (predict, "
+        "generate, export, look inside); more wait their turn.",
+    )
+    inference_timeout_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Time limit of one request that runs a network, waiting included: past "
+        "it the answer is 503, and generation stops.",
+    )
+    inference_torch_threads: int = Field(
+        default=1, ge=0,
+        description="Threads torch uses within one model use in the API process (set when it "
+        "first loads a network); 0 keeps torch's default. One is fastest for the small "
+        "requests a person sends, and requests run side by side instead.",
+    )
+    max_predict_batch: int = Field(
+        default=256, ge=1, description="Most images one predict request may carry."
+    )
+    max_predict_bytes: int = Field(
+        default=16 * 2**20, ge=1024,
+        description="Largest predict request body (image files included).",
+    )
+    max_image_pixels: int = Field(
+        default=25_000_000, ge=1,
+        description="Largest image (width x height, from its header, before decoding) that "
+        "predict accepts: a decompression bomb is refused unread.",
+    )
     log_level: str = "INFO"
 
     # ---- derived values: every default path hangs off `home` ----

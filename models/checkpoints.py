@@ -100,6 +100,8 @@ def checkpoint_bytes(run: _Run, at: Position, metrics: dict,
     }
     if rank_rng:
         ckpt["rng"]["ranks"] = rank_rng
+    if spec.family.data_kind == "images":  # what predict and export take (an MLP flattens it)
+        ckpt["input_shape"] = [run.data.channels, run.data.height, run.data.width]
     if spec.family.data_kind == "text":
         ckpt["vocab"] = list(run.data.vocab)
         ckpt["tokenizer"] = run.data.tokenizer

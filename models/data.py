@@ -40,6 +40,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+# Light strokes or objects on a dark ground: an image file for one of these with a light ground
+# is inverted before prediction (api/services/images.py).
+LIGHT_ON_DARK_DATASETS = ("digits", "mnist", "fashion_mnist")
 TEXT_DATASETS = ("fortunes", "pydocs")
 UNK = "<unk>"
 DEFAULT_MAX_VOCAB = 5_000  # word level: the decoder dominates CPU time, 5k keeps jobs short

@@ -9,6 +9,7 @@ decoder, so every combination of sizes is valid.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import torch
@@ -139,26 +140,44 @@ class RNNLM(nn.Module):
         return self.decoder(out), state  # (B, V)
 
     @torch.no_grad()
+    def next_token_logits(self, prefix_ids):
+        """Logits (1, V) of the token after `prefix_ids` (empty: after <unk>, id 0), and the
+        recurrent state there."""
+        device = self.embedding.weight.device
+        ids = torch.as_tensor(list(prefix_ids) or [0], dtype=torch.long, device=device)[None]
+        out, state = self.features(ids)  # (1, P, D)
+        return self.decoder(out[:, -1]), state  # only the last position is sampled from
+
+    @torch.no_grad()
     def generate(self, prefix_ids, n: int, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> list[int]:
+                 generator: torch.Generator | None = None, top_k: int | None = None,
+                 deadline: float | None = None, never: tuple[int, ...] = ()) -> list[int]:
         """Feed `prefix_ids` (at least one id), then sample `n` next tokens; returns the n new ids.
         Draws come from `generator` (never the global RNG), which must live on the model's
         device; the loop stays on the device and reads the ids back once at the end. Memory:
-        the prefix's features and a few (1, V) tensors, however long the prefix."""
+        the prefix's features and a few (1, V) tensors, however long the prefix. `top_k` keeps
+        the k likeliest tokens at each draw; ids in `never` are never drawn (a char-level
+        model's <unk>, which no training text holds); past `deadline` (time.monotonic()) it raises
+        TimeoutError, so a caller's time limit stops the work, not just the wait."""
         was_training = self.training
         self.eval()
-        device = self.embedding.weight.device
-        prefix = list(prefix_ids) or [0]
-        ids = torch.as_tensor(prefix, dtype=torch.long, device=device)[None]  # (1, P)
-        out, state = self.features(ids)  # (1, P, D)
-        logits = self.decoder(out[:, -1])  # (1, V): only the last position is sampled from
+        logits, state = self.next_token_logits(prefix_ids)  # (1, V)
         out = []
-        for _ in range(n):
-            probs = torch.softmax(logits.float() / max(temperature, 1e-6), -1)  # (1, V)
-            nxt = torch.multinomial(probs, 1, generator=generator)  # (1, 1)
-            out.append(nxt)
-            logits, state = self._cell_step(self.embedding(nxt[:, 0]), state)
-        self.train(was_training)
+        try:
+            for i in range(n):
+                if deadline is not None and i % 16 == 0 and time.monotonic() > deadline:
+                    raise TimeoutError(f"generation passed its time limit after {i} tokens")
+                logits = logits.float() / max(temperature, 1e-6)
+                if never:
+                    logits[:, list(never)] = float("-inf")
+                if top_k is not None and top_k < logits.shape[-1]:
+                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (1, 1)
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+                out.append(nxt)  # (1, 1)
+                logits, state = self._cell_step(self.embedding(nxt[:, 0]), state)
+        finally:
+            self.train(was_training)
         return torch.cat(out).flatten().tolist() if out else []
 
     def layer_groups(self) -> dict[str, list[nn.Parameter]]:

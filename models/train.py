@@ -29,6 +29,7 @@ Reported metrics
              the L2 norm of the gradients of that layer's parameters (layers.0 is the first hidden
              layer) measured on the last step of the epoch, before gradient clipping. Comparing a
              sigmoid and a relu MLP shows the vanishing gradient in the early layers.
+             Classifiers also report on_confusion: the validation confusion matrix.
              The LM also reports texts={"sample": ...}: text sampled from the model, prompted
              with the start of the validation text.
              Validation runs without autograd in passes planned by models.limits.eval_plan
@@ -126,6 +127,11 @@ class Callbacks:
     def on_epoch(self, epoch: int, step: int, metrics: dict[str, float],
                  texts: dict[str, str]) -> None:
         pass
+
+    def on_confusion(self, epoch: int, step: int, matrix: list[list[int]]) -> None:
+        """Classifiers, each epoch just before on_epoch: the validation confusion matrix
+        (matrix[true][predicted] counts; its trace / sum is that epoch's val_accuracy). A hook
+        of its own, so on_epoch's signature, which subclasses override, stays as it was."""
 
     def on_checkpoint(self, epoch: int, step: int, blob: bytes, metrics: dict) -> None:
         pass
@@ -265,20 +271,23 @@ class _Classification:
         return self.data.x_train[idx], self.data.y_train[idx], rows.shape[0], share
 
     @torch.no_grad()
-    def evaluate(self, model, autocast) -> dict[str, float]:
-        d = self.data
+    def evaluate(self, model, autocast) -> tuple[dict[str, float], list[list[int]]]:
+        """val_loss, val_accuracy, and the confusion matrix the accuracy is read from (K x K
+        counts, rows the true label, columns the predicted one), so the two always agree."""
+        d, k = self.data, self.data.num_classes
         loss_sum = torch.zeros((), device=d.x_val.device)
-        correct = torch.zeros((), device=d.x_val.device, dtype=torch.long)
+        counts = torch.zeros(k * k, device=d.x_val.device, dtype=torch.long)
         rows = self.plan.rows
         for s in range(0, d.x_val.shape[0], rows):
             x, y = d.x_val[s:s + rows], d.y_val[s:s + rows]
             with autocast():
                 logits, _ = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(-1) == y).sum()
+            counts += torch.bincount(k * y + logits.argmax(-1), minlength=k * k)
+        confusion = counts.view(k, k)
         n = max(1, d.x_val.shape[0])
-        loss, acc = torch.stack([loss_sum / n, correct.float() / n]).tolist()
-        return {"val_loss": loss, "val_accuracy": acc}
+        loss, acc = torch.stack([loss_sum / n, confusion.diagonal().sum().float() / n]).tolist()
+        return {"val_loss": loss, "val_accuracy": acc}, confusion.tolist()
 
     def texts(self, model, seed: int, epoch: int) -> dict[str, str]:
         return {}
@@ -322,7 +331,7 @@ class _LanguageModel:
         return ids[idx], ids[idx + 1], rows.shape[0] * self.T, share
 
     @torch.no_grad()
-    def evaluate(self, model, autocast) -> dict[str, float]:
+    def evaluate(self, model, autocast) -> tuple[dict[str, float], None]:
         """Mean cross-entropy of every validation token given the ones before it in its window
         of seq_len (each window from a zero state; a shorter last one)."""
         ids = self.data.val_ids  # (M,)
@@ -341,7 +350,7 @@ class _LanguageModel:
             y = ids[n_full * T + 1:n_full * T + rest + 1][None]
             loss_sum += model.loss_sum(x, y, chunk, autocast)
         loss = float(loss_sum) / n_pred
-        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 700.0))}
+        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 700.0))}, None
 
     def texts(self, model, seed: int, epoch: int) -> dict[str, str]:
         return {"sample": self.sample(model, seed, epoch)}
@@ -493,10 +502,13 @@ def fit(
         report.flush(epoch + 1)
 
         model.eval()
-        metrics, texts = _evaluate(task, model, autocast, ranks, hp["seed"], epoch + 1)
+        metrics, texts, confusion = _evaluate(task, model, autocast, ranks, hp["seed"],
+                                              epoch + 1)
         metrics.update(norms)
         if ranks.is_main:
             metrics.update(forward.take_metrics())  # compile_seconds, once
+        if confusion is not None:  # before on_epoch: stored no later than its val_accuracy
+            cb.on_confusion(epoch + 1, step, confusion)
         cb.on_epoch(epoch + 1, step, dict(metrics), texts)
         final_metrics = report.with_train_loss(dict(metrics))
         _save(cb, run, ranks, Position(epoch + 1, 0, step), final_metrics)
@@ -514,12 +526,14 @@ def _stop_here(cb: Callbacks, ranks: Ranks, batch: int, can_save: bool) -> tuple
     return ranks.decide(stop, stop and can_save and cb.checkpoint_on_stop())
 
 
-def _evaluate(task, model: nn.Module, autocast, ranks: Ranks, seed: int,
-              epoch: int) -> tuple[dict[str, float], dict[str, str]]:
-    """Validation metrics and texts after `epoch`: on rank 0 (the others report nothing)."""
+def _evaluate(task, model: nn.Module, autocast, ranks: Ranks, seed: int, epoch: int
+              ) -> tuple[dict[str, float], dict[str, str], list[list[int]] | None]:
+    """Validation metrics, texts and (classifiers) confusion matrix after `epoch`: on rank 0,
+    over the whole validation set (the others report nothing)."""
     if not ranks.is_main:
-        return {}, {}
-    return task.evaluate(model, autocast), task.texts(model, seed, epoch)
+        return {}, {}, None
+    metrics, confusion = task.evaluate(model, autocast)
+    return metrics, task.texts(model, seed, epoch), confusion
 
 
 def _save(cb: Callbacks, run: _Run, ranks: Ranks, at: Position, metrics: dict,

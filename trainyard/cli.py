@@ -17,6 +17,7 @@ import httpx
 
 from core.settings import Settings, get_settings
 from trainyard.client import FINISHED, ApiError, Client
+from trainyard.model_commands import add_model_commands
 from trainyard.sweep_commands import add_sweep_commands
 from trainyard.worker_pool import SUPERVISED_ENV
 
@@ -572,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     add_sweep_commands(sub, _with_client)
+    add_model_commands(sub, _with_client)
     p = sub.add_parser("datasets", help="list datasets, or upload a text file")
     p.add_argument("--upload", nargs=2, metavar=("NAME", "FILE"))
     p.set_defaults(func=cmd_datasets)

@@ -124,6 +124,45 @@ class Client:
     def download_checkpoint(self, job_id: int, checkpoint_id: int) -> bytes:
         return self._call("GET", f"/jobs/{job_id}/checkpoints/{checkpoint_id}/download")
 
+    # ---- using a trained model (README "Use a trained model") ----
+    def predict(self, job_id: int, inputs: list | None = None, *,
+                images: list[str | Path] | None = None, checkpoint: int | None = None) -> dict:
+        """Classify arrays (`inputs`: each H x W or C x H x W, values in [0, 1]) or image files
+        (`images`: PNG or JPEG paths, any size) with an MLP or CNN job's network; default
+        checkpoint: the job's best. Answers {"checkpoint", "epoch", "predictions": [{"label",
+        "probabilities"}]}."""
+        if (inputs is None) == (images is None):
+            raise ValueError("give either inputs (arrays) or images (file paths)")
+        if inputs is not None:
+            body: dict[str, Any] = {"inputs": inputs}
+            if checkpoint is not None:
+                body["checkpoint"] = checkpoint
+            return self._call("POST", f"/jobs/{job_id}/predict", json=body)
+        files = [("files", (Path(p).name, Path(p).read_bytes())) for p in images]
+        data = {"checkpoint": str(checkpoint)} if checkpoint is not None else {}
+        return self._call("POST", f"/jobs/{job_id}/predict", files=files, data=data)
+
+    def generate(self, job_id: int, prompt: str = "", *, max_tokens: int = 200,
+                 temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
+                 checkpoint: int | None = None) -> dict:
+        """Continue `prompt` with an RNN-LM job's network; the same seed gives the same text.
+        Answers {"text", "continuation", "tokens", "seed", "unknown", "checkpoint", ...}."""
+        body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
+                "top_k": top_k, "seed": seed, "checkpoint": checkpoint}
+        return self._call("POST", f"/jobs/{job_id}/generate",
+                          json={k: v for k, v in body.items() if v is not None})
+
+    def export(self, job_id: int, path: str | Path, *, format: str = "onnx",
+               checkpoint: int | None = None) -> Path:
+        """Download the job's network as an ONNX or TorchScript file to `path`; returns it."""
+        params: dict[str, Any] = {"format": format}
+        if checkpoint is not None:
+            params["checkpoint"] = checkpoint
+        data = self._call("GET", f"/jobs/{job_id}/export", params=params)
+        path = Path(path)
+        path.write_bytes(data)
+        return path
+
     def compare(self, job_ids: list[int]) -> dict:
         return self._call("GET", "/compare", params={"ids": ",".join(str(i) for i in job_ids)})
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from core.metrics import metric_goal
 from core.settings import Settings
 from core.states import JobStatus
 from db.store import Store
@@ -39,8 +40,13 @@ class PersistingCallbacks(Callbacks):
 
     def __init__(self, store: Store, job_id: int, settings: Settings, attempt: int | None = None,
                  heartbeat: Heartbeat | None = None, deadline: float | None = None,
-                 judge_epoch: Callable[[int], bool] | None = None):
+                 judge_epoch: Callable[[int], bool] | None = None,
+                 best_metric: str | None = None):
         self.store = store
+        # Pruning keeps the checkpoint best by this metric (the family's headline one): the
+        # one predict, generate and export use by default.
+        goal = metric_goal(best_metric) if best_metric else None
+        self.keep_best = (best_metric, goal) if goal else None
         # A sweep's trial: asked at each epoch end (but the last) whether it stops there,
         # its epoch's metrics written first (sweeps/driver.py judge_epoch).
         self.judge_epoch = judge_epoch
@@ -94,6 +100,11 @@ class PersistingCallbacks(Callbacks):
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
+    def on_confusion(self, epoch: int, step: int, matrix: list[list[int]]) -> None:
+        # fit() reports it just before on_epoch: queued first, it lands before the epoch's
+        # val_accuracy, so a client that sees the accuracy finds its matrix too.
+        self.writer.call("add_confusion", self.job_id, epoch=epoch, step=step, matrix=matrix)
+
     def on_epoch(self, epoch: int, step: int, metrics: dict[str, float], texts: dict[str, str]) -> None:
         self._add(step, epoch, metrics)
         self.flush()
@@ -114,7 +125,8 @@ class PersistingCallbacks(Callbacks):
         # Metrics first, so a checkpoint never points past the metrics stored for its run.
         self.flush()
         self.writer.call("add_checkpoint", self.job_id, epoch=epoch, step=step, data=blob,
-                         metrics=metrics, keep_last=self.checkpoints_keep or None)
+                         metrics=metrics, keep_last=self.checkpoints_keep or None,
+                         keep_best=self.keep_best)
 
     def on_progress(
         self, epoch: int, total_epochs: int, step: int, total_steps: int, eta_seconds: float | None

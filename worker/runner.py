@@ -49,6 +49,7 @@ from db.store import Store, describe_db_error
 from db.store.scheduling import device_class_of
 from models.data import text_data_from_string
 from models.limits import check_limits, estimate, shape_of_data
+from models.registry import FAMILIES
 from models.train import JobSpec, load_checkpoint, load_data
 from sweeps import driver as sweep_driver
 from worker import gpus
@@ -207,7 +208,8 @@ class JobRunner:
         callbacks = PersistingCallbacks(self.store, job_id, self.settings, attempt=attempt,
                                         heartbeat=heartbeat,
                                         deadline=time.monotonic() + limit - used,
-                                        judge_epoch=self._judge(job))
+                                        judge_epoch=self._judge(job),
+                                        best_metric=_headline_metric(job.model))
         try:
             # The API checked the stored hyperparameters; the JobSpec is the one check on
             # this side (and fills in defaults a job stored without them lacks).
@@ -389,3 +391,8 @@ def get_runner(worker_name: str, settings: Settings | None = None,
     settings = settings or get_settings()
     return JobRunner(store_for(settings.resolved_database_url), settings, worker_name, queues,
                      wake)
+
+
+def _headline_metric(model: str) -> str | None:
+    fam = FAMILIES.get(model)
+    return fam.headline_metric if fam is not None else None

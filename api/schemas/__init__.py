@@ -1,5 +1,5 @@
 """Request and response bodies of the HTTP API (pydantic v2), one module per
-resource (common, jobs, compare, sweeps, service), all importable from here.
+resource (common, jobs, confusion, compare, sweeps, service), all importable from here.
 
 Field names here are a contract: the dashboard, the CLI and users' scripts read them, and
 none of them is deployed in step with the server. Add fields freely; rename or remove none.
@@ -27,6 +27,7 @@ from api.schemas.compare import (
     SeriesEpochs,
     SeriesRun,
 )
+from api.schemas.confusion import ConfusionOut
 from api.schemas.jobs import (
     AttemptOut,
     BestMetric,
@@ -83,6 +84,7 @@ __all__ = [
     "CompareOut",
     "CompareRun",
     "CompareSeriesOut",
+    "ConfusionOut",
     "DatasetKind",
     "DatasetOut",
     "Device",

@@ -9,6 +9,7 @@
 - `summaries`: finished runs' curves stored once computed, and the reconciler's pass that
   precomputes them
 - `artifacts`: sampled texts, checkpoints, uploaded datasets
+- `confusion`: a classifier's validation confusion matrix per epoch (GET /jobs/{id}/confusion)
 - `scheduling`: which queued job a worker claims next (priority, fair share, age), priorities
 - `preemption`: which running jobs give their worker to a queued job of higher priority
 - `queue`: a queued job's place in line and what it waits for (GET /jobs/{id}'s `queue`)
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 from db.store.artifacts import ArtifactsMixin
 from db.store.base import MIGRATIONS_DIR, StoreBase
+from db.store.confusion import ConfusionMixin
 from db.store.errors import (
     Conflict,
     InvalidTransition,
@@ -56,8 +58,8 @@ from db.tables import JOB_STATUSES, LOCAL_OWNER
 
 
 class Store(JobsMixin, SchedulingMixin, PreemptionMixin, QueueMixin, MetricsMixin,
-            SeriesMixin, SummariesMixin, ArtifactsMixin, WorkersMixin, KeysMixin, SweepsMixin,
-            StoreBase):
+            SeriesMixin, SummariesMixin, ArtifactsMixin, ConfusionMixin, WorkersMixin, KeysMixin,
+            SweepsMixin, StoreBase):
     """Database access for jobs, metrics, texts, checkpoints, datasets, workers and keys.
 
     `Store(url)` opens an engine (see `db.session.make_engine`); call `migrate()` once at

@@ -58,11 +58,13 @@ class ArtifactsMixin:
         data: bytes,
         metrics: Mapping[str, Any] | None = None,
         keep_last: int | None = None,
+        keep_best: tuple[str, str] | None = None,
     ) -> CheckpointRecord:
         """Store checkpoint bytes with their sha256 and size. NotFound for an unknown job.
 
         With `keep_last`, older checkpoints beyond the newest `keep_last` are deleted in the same
-        transaction (see prune_checkpoints)."""
+        transaction (see prune_checkpoints); `keep_best` = (metric, "min" | "max") keeps the
+        checkpoint with the best value of that metric too."""
         try:
             with self._session() as s:
                 row = Checkpoint(
@@ -76,7 +78,7 @@ class ArtifactsMixin:
                 s.add(row)
                 s.flush()
                 if keep_last:
-                    self._prune_checkpoints(s, job_id, keep_last)
+                    self._prune_checkpoints(s, job_id, keep_last, keep_best)
                 return record_of(CheckpointRecord, row)
         except IntegrityError as exc:
             raise NotFound(f"job {job_id} does not exist") from exc
@@ -113,20 +115,34 @@ class ArtifactsMixin:
             ).first()
             return (record_of(CheckpointRecord, row), bytes(row.data)) if row is not None else None
 
-    def prune_checkpoints(self, job_id: int, keep_last: int) -> int:
+    def prune_checkpoints(self, job_id: int, keep_last: int,
+                          keep_best: tuple[str, str] | None = None) -> int:
         """Delete all but the `keep_last` newest checkpoints of a job; returns how many went.
 
         Checkpoints are megabytes each and written every epoch: keeping the last few bounds the
         database while a corrupt newest one still has older ones to fall back on. A checkpoint
         that a forked job starts from (its `parent_checkpoint_id`) is kept too: the fork's
-        worker reads it when it starts, and the fork's page links to it."""
+        worker reads it when it starts, and the fork's page links to it. So is the best one by
+        `keep_best` = (metric, "min" | "max"): predict, generate and export use it by default."""
         with self._session() as s:
-            return self._prune_checkpoints(s, job_id, keep_last)
+            return self._prune_checkpoints(s, job_id, keep_last, keep_best)
 
     @staticmethod
-    def _prune_checkpoints(s: Session, job_id: int, keep_last: int) -> int:
+    def _best_checkpoint_id(s: Session, job_id: int, metric: str, goal: str) -> int | None:
+        rows = s.execute(select(Checkpoint.id, Checkpoint.step, Checkpoint.metrics)
+                         .where(Checkpoint.job_id == job_id)).all()
+        sign = -1.0 if goal == "min" else 1.0
+        scored = [(sign * float(m[metric]), step, cid) for cid, step, m in rows
+                  if isinstance(m, dict) and isinstance(m.get(metric), (int, float))
+                  and m[metric] == m[metric]]  # NaN never wins
+        return max(scored)[2] if scored else None
+
+    @classmethod
+    def _prune_checkpoints(cls, s: Session, job_id: int, keep_last: int,
+                           keep_best: tuple[str, str] | None = None) -> int:
         if keep_last < 1:
             raise ValueError("keep_last must be >= 1")
+        best = cls._best_checkpoint_id(s, job_id, *keep_best) if keep_best else None
         keep = (
             select(Checkpoint.id)
             .where(Checkpoint.job_id == job_id)
@@ -139,7 +155,8 @@ class ArtifactsMixin:
             Job.parent_job_id == job_id, Job.parent_checkpoint_id.is_not(None))
         result = s.execute(
             delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id.not_in(keep),
-                                     Checkpoint.id.not_in(forked))
+                                     Checkpoint.id.not_in(forked),
+                                     Checkpoint.id != (best if best is not None else 0))
         )
         return result.rowcount or 0
 

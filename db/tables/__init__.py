@@ -1,5 +1,6 @@
 """The ORM schema: one class per table, SQLAlchemy 2 typed style, one module per concern
-(jobs, what runs leave, users' things, workers, sweeps) on one declarative base.
+(jobs, what runs leave, a classifier's confusion matrices, users' things, workers,
+sweeps) on one declarative base.
 
 The Alembic migrations in `db/migrations/versions/` are the source of truth for the real
 database; these modules must describe the same schema (a test compares the two with Alembic's
@@ -22,6 +23,7 @@ from db.tables.base import (
     UTCDateTime,
     utcnow,
 )
+from db.tables.confusion import ConfusionMatrix
 from db.tables.jobs import ATTEMPT_OUTCOMES, Job, JobAttempt
 from db.tables.metrics import (
     COARSE_BLOCK_STEPS,
@@ -42,7 +44,8 @@ __all__ = [
     "JOB_STATUSES", "LOCAL_OWNER", "MAX_JOB_GPUS", "NAMING_CONVENTION", "PRIORITY_MAX",
     "PRIORITY_MIN",
     "ROLLUP_BLOCK_STEPS", "SWEEP_METHODS", "SWEEP_STATUSES", "ApiKey", "Base", "BigIntPK",
-    "Checkpoint", "Dataset", "Job", "JobAttempt", "JobText", "JSONType", "Metric",
+    "Checkpoint", "ConfusionMatrix", "Dataset", "Job", "JobAttempt", "JobText", "JSONType",
+    "Metric",
     "MetricRollup", "MetricRollupCoarse", "SeriesSummary", "Sweep", "UTCDateTime",
     "WebSession", "Worker", "utcnow",
 ]

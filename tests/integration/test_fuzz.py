@@ -59,7 +59,8 @@ FUZZ_USER = "fuzzer"  # the API key every fuzzed request carries is this user's
 def seed_rows(store: Store, owner: str = FUZZ_USER) -> None:
     """Jobs 1-4 and an uploaded dataset (bench/fuzz.py seeds the same rows).
 
-    `owner`'s: 1, a finished MLP run with metrics (one NaN), a sampled text and a checkpoint;
+    `owner`'s: 1, a finished MLP run with metrics (one NaN), a sampled text, a checkpoint and
+    a confusion matrix;
     2, a queued RNN-LM job on the uploaded corpus; 3, a running CNN job. 4: another user's.
     """
     done = store.create_job("mlp", "digits", {"epochs": 2, "lr": 0.01}, device="cpu",
@@ -71,6 +72,7 @@ def seed_rows(store: Store, owner: str = FUZZ_USER) -> None:
                                 ("val_loss", 9, 1, float("nan"))])
     store.add_text(done.id, 1, 9, "sample", "to be or not")
     store.add_checkpoint(done.id, 1, 9, b"\x00checkpoint bytes", {"val_accuracy": 0.75})
+    store.add_confusion(done.id, epoch=1, step=9, matrix=[[3, 1], [0, 4]])
     store.finish_job(done.id, "succeeded")
     store.add_dataset("fuzz-corpus", "text", b"to be or not to be\n" * 20, "a tiny corpus",
                       owner=owner)

@@ -330,6 +330,19 @@ def test_checkpoint_bytes_roundtrip(store: Store) -> None:
         store.add_checkpoint(999_999, 1, 1, b"x", {})
 
 
+def test_pruning_keeps_the_newest_checkpoints_and_the_best_one(store: Store) -> None:
+    job = store.create_job("cnn", "digits", HP)
+    accuracy = [0.5, 0.9, 0.7, None, 0.6, 0.8]  # epoch 2 is the best; epoch 4 has no value
+    for epoch, value in enumerate(accuracy, start=1):
+        store.add_checkpoint(job.id, epoch, epoch * 10, b"x", {"val_accuracy": value},
+                             keep_last=2, keep_best=("val_accuracy", "max"))
+    assert [c.epoch for c in store.list_checkpoints(job.id)] == [2, 5, 6]
+    # a loss is best at its minimum
+    store.add_checkpoint(job.id, 7, 70, b"x", {"val_accuracy": 0.1, "val_loss": 0.2})
+    assert store.prune_checkpoints(job.id, keep_last=1, keep_best=("val_loss", "min")) == 3
+    assert [c.epoch for c in store.list_checkpoints(job.id)] == [7]
+
+
 def test_datasets_and_conflict(store: Store) -> None:
     data = "To be, or not to be.\n".encode() * 100
     record = store.add_dataset("hamlet", "text", data, description="a soliloquy")
