@@ -21,7 +21,9 @@ export function apiUrl(path) {
 
 export async function api(path, { method = "GET", body, signal } = {}) {
   const options = { method, signal, headers: { Accept: "application/json" } };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    options.body = body; // multipart: the browser writes the Content-Type with its boundary
+  } else if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }

@@ -1,4 +1,5 @@
 // One job (#/jobs/42): where it waits in the queue, summary, config, live curves, gradient norms,
+// what is inside the trained network and a "Try it" panel (js/inside.js),
 // sampled texts, checkpoints, attempts and error. Polls while the job is queued or running, then once more for the last points.
 "use strict";
 
@@ -10,6 +11,7 @@ import {
   ACTIVE, fmtBytes, fmtDuration, fmtMetric, fmtTime, fmtValue, h, jobDuration, progressBar,
   scrollTable, setText, statusBadge, updateProgress,
 } from "./dom.js";
+import { createInside } from "./inside.js";
 import { navigate } from "./router.js";
 import { REFRESH_MS, selection } from "./state.js";
 
@@ -67,8 +69,9 @@ function buildCheckpoints() {
   return { section, body, empty };
 }
 
-/** Every element of the page, appended to `view`; the handlers come from wire(). */
-function buildPage(view) {
+/** Every element of the page, appended to `view`; the handlers come from wire(). `inside`:
+ * the "Inside the model" and "Try it" area (js/inside.js), placed under the curves. */
+function buildPage(view, inside) {
   const ui = {
     title: h("h1", { class: "job-title" }),
     badge: h("span"),
@@ -101,6 +104,7 @@ function buildPage(view) {
     ui.errorBox,
     ui.attempts,
     h("div", { class: "chart-grid" }, loss.box, headline.box, grads.box, lr.box),
+    inside,
     ui.texts,
     ui.checkpoints.section,
     h("section", { class: "card" }, h("h2", { text: "Configuration" }),
@@ -384,6 +388,7 @@ async function refresh(page) {
   ]);
   renderTexts(ui, textItems);
   renderCheckpoints(ui, jobId, ckpts);
+  page.inside.update(job, ckpts, models);
   await renderCharts(ui, metrics.series, headlineMetric(models, job.model));
   view.dataset.state = "ready";
   view.dataset.status = job.status;
@@ -395,12 +400,15 @@ async function refresh(page) {
 }
 
 export async function mount(view, { match }) {
-  const page = { view, jobId: Number(match[1]), ui: buildPage(view), configShown: false, finalFetchDone: false };
+  const jobId = Number(match[1]);
+  const inside = createInside(jobId);
+  const page = { view, jobId, inside, ui: buildPage(view, inside.root), configShown: false, finalFetchDone: false };
   wire(page);
   loadPlotly().catch((exc) => showError(exc.message));
   const stop = poll(() => refresh(page), REFRESH_MS);
   return () => {
     stop();
+    inside.destroy();
     for (const chart of Object.values(page.ui.charts)) purge(chart.plot);
   };
 }
