@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from api.security import new_api_key
 from core.settings import Settings
 
 
@@ -40,3 +41,22 @@ def client(store, api_settings: Settings) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False,
                     base_url="http://127.0.0.1:8000") as test_client:
         yield test_client
+
+
+@pytest.fixture
+def user_keys(store) -> dict[str, dict[str, str]]:
+    """The Authorization headers of two users, alice and bob (neither an admin)."""
+    headers = {}
+    for owner in ("alice", "bob"):
+        key, prefix, digest = new_api_key()
+        store.add_api_key(owner, prefix, digest)
+        headers[owner] = {"Authorization": f"Bearer {key}"}
+    return headers
+
+
+@pytest.fixture
+def keyed_client(store, user_keys, api_settings: Settings) -> Iterator[TestClient]:
+    """The app with API keys required (made after the keys: it refuses to start without one)."""
+    settings = api_settings.model_copy(update={"require_keys": True})
+    with TestClient(create_app(settings, store=store), raise_server_exceptions=False) as c:
+        yield c

@@ -6,16 +6,11 @@ without a matrix yet and other users' jobs get the 4xx they should."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.main import create_app
-from api.security import new_api_key
 from core.settings import Settings
-from db.store import NotFound, Store
+from db.store import NotFound
 from models.train import JobSpec, load_data
 from worker.runner import JobRunner
 
@@ -83,21 +78,8 @@ def test_an_epoch_written_again_replaces_its_matrix(store):
         store.add_confusion(job.id, epoch=2, step=9, matrix=[[1, 2]])
 
 
-@pytest.fixture
-def secured(store: Store, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, dict]]]:
-    headers = {}
-    for owner in ("alice", "bob"):
-        key, prefix, digest = new_api_key()
-        store.add_api_key(owner, prefix, digest)
-        headers[owner] = {"Authorization": f"Bearer {key}"}
-    settings = Settings(home=tmp_path / "home", broker_url=None, database_url=None,
-                        data_dir=tmp_path / "data", require_keys=True, reconcile_in_api=False)
-    with TestClient(create_app(settings, store=store), raise_server_exceptions=False) as client:
-        yield client, headers
-
-
-def test_another_users_job_is_not_found(store, secured):
-    client, headers = secured
+def test_another_users_job_is_not_found(store, keyed_client, user_keys):
+    client, headers = keyed_client, user_keys
     job = store.create_job(model="mlp", dataset="digits", hyperparameters={}, device="cpu",
                            owner="alice")
     store.add_confusion(job.id, epoch=1, step=10, matrix=[[5, 0], [1, 4]])

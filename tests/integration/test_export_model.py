@@ -14,21 +14,15 @@ import hashlib
 import io
 import json
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
-from api.main import create_app
-from api.security import new_api_key
-from core.settings import Settings
 from models.checkpoints import model_from_checkpoint
 from models.export import export_model
-from models.train import Callbacks, JobSpec, fit
+from tests.integration.trained_runs import checkpoints_of, submit_with_checkpoints
 
 TOLERANCE = 1e-4
 JOBS = {
@@ -43,35 +37,15 @@ META_KEYS = ("trainyard.model", "trainyard.job", "trainyard.checkpoint", "trainy
              "trainyard.tokenizer")
 
 
-class Checkpoints(Callbacks):
-    def __init__(self):
-        self.taken = []
-
-    def on_checkpoint(self, epoch, step, blob, metrics):
-        self.taken.append((epoch, step, blob, metrics))
-
-
 @pytest.fixture(scope="module")
-def trained() -> dict[str, list[tuple[int, int, bytes, dict]]]:
+def trained() -> dict[str, list]:
     """model -> the (epoch, step, bytes, metrics) of a real run's checkpoints."""
-    runs = {}
-    for model, (dataset, hp) in JOBS.items():
-        rec = Checkpoints()
-        fit(JobSpec(model, dataset, hp, "cpu"), rec)
-        runs[model] = rec.taken
-    return runs
+    return {model: checkpoints_of(model, dataset, hp) for model, (dataset, hp) in JOBS.items()}
 
 
 def make_job(client, store, trained, model: str, headers=None) -> tuple[dict, list]:
-    """A job submitted over HTTP, with its checkpoints stored as its worker would."""
     dataset, hp = JOBS[model]
-    response = client.post("/jobs", json={"model": model, "dataset": dataset,
-                                          "hyperparameters": hp}, headers=headers or {})
-    assert response.status_code == 201, response.text
-    job = response.json()
-    records = [store.add_checkpoint(job["id"], epoch=e, step=s, data=b, metrics=m)
-               for e, s, b, m in trained[model]]
-    return job, records
+    return submit_with_checkpoints(client, store, model, dataset, hp, trained[model], headers)
 
 
 def download(client, job_id: int, fmt: str, checkpoint: int | None = None, headers=None):
@@ -182,11 +156,10 @@ def test_a_language_model_file_gives_the_networks_logits_and_vocabulary(client, 
 def test_every_recurrent_cell_exports_without_changing_the_network(cell):
     """The Elman cell and a two-layer LSTM with tied weights (and the projection that tying
     different sizes adds), straight through models/export.py: any batch size and length."""
-    rec = Checkpoints()
-    fit(JobSpec("rnn_lm", "pydocs", {"epochs": 1, "steps_per_epoch": 1, "hidden_size": 12,
-                                     "embedding_dim": 8, "cell": cell, "num_layers": 2,
-                                     "tie_weights": True, "dropout": 0.2}, "cpu"), rec)
-    net, ckpt = model_from_checkpoint(rec.taken[-1][2])
+    taken = checkpoints_of("rnn_lm", "pydocs", {
+        "epochs": 1, "steps_per_epoch": 1, "hidden_size": 12, "embedding_dim": 8, "cell": cell,
+        "num_layers": 2, "tie_weights": True, "dropout": 0.2})
+    net, ckpt = model_from_checkpoint(taken[-1][2])
     before = {k: v.clone() for k, v in net.state_dict().items()}
     tokens = torch.randint(0, len(ckpt["vocab"]), (2, 31), generator=torch.Generator())
     with torch.no_grad():
@@ -236,26 +209,8 @@ def test_bad_export_requests_are_refused(client, store, trained):
     assert response.status_code == 409 and "no checkpoint" in response.json()["detail"]
 
 
-@pytest.fixture
-def keys(store) -> dict[str, dict[str, str]]:
-    made = {}
-    for owner in ("alice", "bob"):
-        key, prefix, digest = new_api_key()
-        store.add_api_key(owner, prefix, digest)
-        made[owner] = {"Authorization": f"Bearer {key}"}
-    return made
-
-
-@pytest.fixture
-def secured(store, keys, tmp_path: Path) -> Iterator[TestClient]:
-    # made after the keys: an app that requires keys refuses to start without one
-    settings = Settings(home=tmp_path / "home", broker_url=None, database_url=None,
-                        data_dir=tmp_path / "data", require_keys=True)
-    with TestClient(create_app(settings, store=store), raise_server_exceptions=False) as c:
-        yield c
-
-
-def test_another_users_model_cannot_be_exported(secured, store, keys, trained):
+def test_another_users_model_cannot_be_exported(keyed_client, store, user_keys, trained):
+    secured, keys = keyed_client, user_keys
     job, _ = make_job(secured, store, trained, "cnn", headers=keys["alice"])
     refused = download(secured, job["id"], "torchscript", headers=keys["bob"])
     assert refused.status_code == 404 and refused.json()["detail"] == \

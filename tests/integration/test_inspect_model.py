@@ -8,39 +8,25 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from api.security import new_api_key
-from core.settings import Settings
 from db.store import Store
 from models.checkpoints import model_from_checkpoint
 from models.data import load_image_dataset
 from models.inspection import pca_2d, plain, shown, token_id, validation_predictions
-from models.train import Callbacks, JobSpec, fit
+from tests.integration.trained_runs import checkpoints_of, submit_with_checkpoints
 
 CNN_HP = {"channels": [8, 16], "epochs": 2, "steps_per_epoch": 10, "seed": 1, "lr": 0.01}
 MLP_HP = {"hidden_sizes": [32, 16], "epochs": 2, "steps_per_epoch": 10, "seed": 1, "lr": 0.01}
 LM_HP = {"epochs": 1, "steps_per_epoch": 5, "hidden_size": 32, "embedding_dim": 16}
 
 
-class Checkpoints(Callbacks):
-    def __init__(self):
-        self.taken = []
-
-    def on_checkpoint(self, epoch, step, blob, metrics):
-        self.taken.append((epoch, step, blob, dict(metrics)))
-
-
 def train(model: str, dataset: str, hp: dict) -> dict:
-    rec = Checkpoints()
-    fit(JobSpec(model, dataset, hp, "cpu"), rec)
-    return {"model": model, "dataset": dataset, "hp": hp, "taken": rec.taken}
+    return {"model": model, "dataset": dataset, "hp": hp,
+            "taken": checkpoints_of(model, dataset, hp)}
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +55,8 @@ def digits_val() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def make_job(client: TestClient, store: Store, run: dict, headers=None) -> tuple[dict, list]:
-    """A job submitted over HTTP with the run's settings, its checkpoints stored as its worker
-    would store them."""
-    response = client.post("/jobs", json={"model": run["model"], "dataset": run["dataset"],
-                                          "hyperparameters": run["hp"]},
-                           headers=headers or {})
-    assert response.status_code == 201, response.text
-    job = response.json()
-    records = [store.add_checkpoint(job["id"], epoch=e, step=s, data=b, metrics=m)
-               for e, s, b, m in run["taken"]]
-    return job, records
+    return submit_with_checkpoints(client, store, run["model"], run["dataset"], run["hp"],
+                                   run["taken"], headers)
 
 
 def network(run: dict, i: int = -1) -> torch.nn.Module:
@@ -350,21 +328,8 @@ def test_checkpoints_missing_or_of_another_job(client, store, cnn_run, lm_run):
     assert client.get("/jobs/999999/inspect/filters").status_code == 404
 
 
-@pytest.fixture
-def secured(store: Store, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, dict]]]:
-    headers = {}
-    for owner in ("alice", "bob"):
-        key, prefix, digest = new_api_key()
-        store.add_api_key(owner, prefix, digest)
-        headers[owner] = {"Authorization": f"Bearer {key}"}
-    settings = Settings(home=tmp_path / "home", broker_url=None, database_url=None,
-                        data_dir=tmp_path / "data", require_keys=True, reconcile_in_api=False)
-    with TestClient(create_app(settings, store=store), raise_server_exceptions=False) as client:
-        yield client, headers
-
-
-def test_another_users_job_is_not_found(store, secured, cnn_run):
-    client, headers = secured
+def test_another_users_job_is_not_found(store, keyed_client, user_keys, cnn_run):
+    client, headers = keyed_client, user_keys
     job, _ = make_job(client, store, cnn_run, headers["alice"])
     path = f"/jobs/{job['id']}/inspect/filters"
     assert client.get(path, headers=headers["alice"]).status_code == 200

@@ -6,57 +6,32 @@ seed giving the same text; bad inputs get the right 4xx, another user's job is a
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from api.main import create_app
-from api.security import new_api_key
-from core.settings import Settings
-from db.store import Store
 from models.data import load_image_dataset
-from models.train import Callbacks, JobSpec, fit
+from tests.integration.trained_runs import checkpoints_of, submit_with_checkpoints
 
 CNN_HP = {"epochs": 5, "channels": [8, 16], "seed": 1, "dropout": 0.0, "lr": 4e-3}
 LM_HP = {"epochs": 1, "steps_per_epoch": 8, "hidden_size": 32, "embedding_dim": 16,
          "seq_len": 32, "seed": 2}
 
 
-class Checkpoints(Callbacks):
-    def __init__(self):
-        self.taken = []
-
-    def on_checkpoint(self, epoch, step, blob, metrics):
-        self.taken.append((epoch, step, blob, metrics))
-
-
 @pytest.fixture(scope="module")
 def cnn_run() -> list:
-    rec = Checkpoints()
-    fit(JobSpec("cnn", "digits", CNN_HP, "cpu"), rec)
-    return rec.taken
+    return checkpoints_of("cnn", "digits", CNN_HP)
 
 
 @pytest.fixture(scope="module")
 def lm_run() -> list:
-    rec = Checkpoints()
-    fit(JobSpec("rnn_lm", "pydocs", LM_HP, "cpu"), rec)
-    return rec.taken
+    return checkpoints_of("rnn_lm", "pydocs", LM_HP)
 
 
 def trained_job(client, store, model, dataset, hp, run, headers=None) -> dict:
-    """A job submitted over HTTP whose checkpoints are a real run's, as its worker stores them."""
-    response = client.post("/jobs", json={"model": model, "dataset": dataset,
-                                          "hyperparameters": hp}, headers=headers or {})
-    assert response.status_code == 201, response.text
-    job = response.json()
-    job["checkpoints"] = [store.add_checkpoint(job["id"], epoch=e, step=s, data=b, metrics=m)
-                          for e, s, b, m in run]
-    return job
+    job, records = submit_with_checkpoints(client, store, model, dataset, hp, run, headers)
+    return {**job, "checkpoints": records}
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -250,27 +225,8 @@ def test_bad_generate_inputs_get_the_right_4xx(client, store, lm_run):
 # ---- another user's job --------------------------------------------------------------------
 
 
-def _key(store: Store, owner: str) -> dict[str, str]:
-    key, prefix, digest = new_api_key()
-    store.add_api_key(owner, prefix, digest, is_admin=False)
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def keys(store: Store) -> dict[str, dict[str, str]]:
-    return {"alice": _key(store, "alice"), "bob": _key(store, "bob")}
-
-
-@pytest.fixture
-def secured(store: Store, keys, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(home=tmp_path / "home", broker_url=None, database_url=None,
-                        data_dir=tmp_path / "data", require_keys=True)
-    with TestClient(create_app(settings, store=store), raise_server_exceptions=False) as c:
-        yield c
-
-
-def test_another_users_model_is_not_found(secured, store, keys, cnn_run, lm_run):
-    alice, bob = keys["alice"], keys["bob"]
+def test_another_users_model_is_not_found(keyed_client, store, user_keys, cnn_run, lm_run):
+    secured, alice, bob = keyed_client, user_keys["alice"], user_keys["bob"]
     cnn = trained_job(secured, store, "cnn", "digits", CNN_HP, cnn_run, headers=alice)
     lm = trained_job(secured, store, "rnn_lm", "pydocs", LM_HP, lm_run, headers=alice)
     blank = [[0.0] * 8] * 8
