@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import JobDep, StoreDep
-from api.errors import NOT_FOUND, answer, invalid, not_found
+from api.errors import NOT_FOUND, answer, not_found
 from api.schemas import ConfusionOut
-from models.registry import FAMILIES, params
+from api.services.inference import CLASSIFIERS, require_model
+from models.registry import params
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["look inside a model"])
 
 # An epoch number is at most the catalogue's most epochs a job may train.
 MAX_EPOCH = int(params("mlp")["epochs"].maximum)
@@ -31,9 +32,7 @@ def get_confusion(
     epoch: Annotated[int | None, Query(
         ge=1, le=MAX_EPOCH, description="Which epoch (default: the latest stored).")] = None,
 ) -> dict[str, Any]:
-    if FAMILIES[job.model].data_kind != "images":
-        raise invalid(("model",), f"job {job.id} is a {job.model} job: confusion matrices are "
-                      "for classifiers (mlp, cnn)")
+    require_model(job, CLASSIFIERS, "the confusion matrix")
     epochs, found = store.get_confusion(job.id, epoch)
     if not epochs:
         raise not_found(f"job {job.id} has no confusion matrix yet (one is stored at the end "

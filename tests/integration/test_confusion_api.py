@@ -51,8 +51,8 @@ def test_language_models_classifiers_without_one_and_unknown_jobs(store, client)
     lm = store.create_job(model="rnn_lm", dataset="pydocs", hyperparameters={}, device="cpu")
     refused = client.get(f"/jobs/{lm.id}/confusion")
     assert refused.status_code == 422
-    assert refused.json()["detail"][0]["loc"] == ["model"]
-    assert "classifiers" in refused.json()["detail"][0]["msg"]
+    assert refused.json()["detail"][0]["loc"] == ["path", "job_id"]
+    assert "is for mlp and cnn jobs" in refused.json()["detail"][0]["msg"]
 
     queued = store.create_job(model="cnn", dataset="digits", hyperparameters={}, device="cpu")
     none_yet = client.get(f"/jobs/{queued.id}/confusion")

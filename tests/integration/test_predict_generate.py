@@ -237,3 +237,37 @@ def test_another_users_model_is_not_found(keyed_client, store, user_keys, cnn_ru
         refused = secured.post(url, json=body, headers=bob)
         assert refused.status_code == 404, refused.text
         assert secured.post(url, json=body).status_code == 401
+
+
+# ---- the time limit --------------------------------------------------------------------------
+
+
+def test_a_model_use_past_its_time_limit_answers_503(store, api_settings, lm_run):
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    # A limit no model use can meet: every one answers 503, whatever the machine's speed.
+    settings = api_settings.model_copy(update={"inference_timeout_seconds": 1e-6})
+    with TestClient(create_app(settings, store=store), raise_server_exceptions=False,
+                    base_url="http://127.0.0.1:8000") as client:
+        job = trained_job(client, store, "rnn_lm", "pydocs", LM_HP, lm_run)
+        late = client.post(f"/jobs/{job['id']}/generate", json={"prompt": "a"})
+        assert late.status_code == 503
+        assert "TRAINYARD_INFERENCE_TIMEOUT_SECONDS" in late.json()["detail"]
+        assert client.get(f"/jobs/{job['id']}").status_code == 200  # the rest still answers
+
+
+def test_a_generation_stops_at_its_deadline(lm_run):
+    """The limit stops the work, not only the wait: the sampling loop checks the deadline."""
+    import time
+
+    from models.checkpoints import model_from_checkpoint
+    from models.inference import generate_text
+
+    model, ckpt = model_from_checkpoint(lm_run[-1][2])
+    with pytest.raises(TimeoutError, match="after 0 tokens"):
+        generate_text(model, ckpt["vocab"], "char", "a", 2000, deadline=time.monotonic() - 1)
+    done = generate_text(model, ckpt["vocab"], "char", "a", 50,
+                         deadline=time.monotonic() + 600)
+    assert done["tokens"] == 50
