@@ -61,7 +61,34 @@ class Settings(BaseSettings):
         "workspaces, allocator slack): a worker claims a job only when its GPU has the "
         "estimate plus this free.",
     )
-    max_upload_bytes: int = 20 * 1024 * 1024
+    # ---- users' datasets (README "Your own data") ----
+    max_upload_bytes: int = Field(
+        default=256 * 2**20, ge=1,
+        description="Largest dataset upload (POST /datasets), streamed to a temporary file: "
+        "CIFAR-10's binary archive is 163 MiB.",
+    )
+    dataset_quota_bytes: int = Field(
+        default=2 * 2**30, ge=0,
+        description="Stored dataset bytes per user, every version counted; an upload past "
+        "it is refused with 413.",
+    )
+    dataset_cache_bytes: int = Field(
+        default=4 * 2**30, ge=0,
+        description="Disk each worker keeps for the dataset versions it trained on "
+        "($TRAINYARD_HOME/dataset-cache; least recently used evicted first).",
+    )
+    ingest_max_uncompressed_bytes: int = Field(
+        default=4 * 2**30, ge=1,
+        description="Most bytes an uploaded archive may unpack to (a zip bomb is refused "
+        "before it is unpacked).",
+    )
+    ingest_max_members: int = Field(
+        default=1_000_000, ge=1, description="Most entries one uploaded archive may hold.",
+    )
+    ingest_max_ratio: float = Field(
+        default=200.0, gt=1,
+        description="Largest compression ratio of an uploaded archive's members.",
+    )
     metrics_flush_seconds: float = 1.0
     cancel_check_seconds: float = 1.0
     # ---- fault tolerance (see README "Fault tolerance") ----

@@ -22,12 +22,14 @@ from models.registry import SpecError, check_dataset_kind, validate_hyperparamet
 
 def check_job(model: str, hyperparameters: dict | None, dataset: str,
               kind_of: Callable[[str], str | None], *, data_dir: Path | None,
-              max_parameters: int, max_activation_bytes: int) -> dict[str, Any]:
+              max_parameters: int, max_activation_bytes: int,
+              image_shape: tuple[int, int, int, int] | None = None) -> dict[str, Any]:
     """Check a job before it is queued, in this order: its hyperparameters against its
     family's catalogue, its dataset (`kind_of(dataset)`: the dataset's kind, None when there
     is no such dataset; asked only once the hyperparameters are valid) and its estimated size
-    against the caps. Returns the hyperparameters, filled and coerced; SpecError names the
-    first field at fault."""
+    against the caps (`image_shape`: an uploaded image dataset's channels, height, width and
+    classes). Returns the hyperparameters, filled and coerced; SpecError names the first field
+    at fault."""
     hp = validate_hyperparameters(model, hyperparameters)
     kind = kind_of(dataset)
     if kind is None:
@@ -36,16 +38,17 @@ def check_job(model: str, hyperparameters: dict | None, dataset: str,
     check_dataset_kind(model, dataset, kind)
     # An exact parameter count and a conservative activation estimate (text vocabularies are
     # bounded from above here; the worker re-checks with the real vocabulary).
-    shape = shape_for_dataset(model, hp, dataset, data_dir)
+    shape = shape_for_dataset(model, hp, dataset, data_dir, image_shape)
     check_limits(estimate(model, hp, shape), max_parameters, max_activation_bytes)
     return hp
 
 
-def training_memory_bytes(model: str, hp: dict, dataset: str, data_dir: Path | None) -> int:
+def training_memory_bytes(model: str, hp: dict, dataset: str, data_dir: Path | None,
+                          image_shape: tuple[int, int, int, int] | None = None) -> int:
     """What a checked job (`check_job`'s hyperparameters) needs of a GPU's memory: its
     estimated state (weights, gradients, optimizer) plus peak working memory, from the same
     conservative estimate as the caps. Recorded with the job, so a worker on a shared GPU
     claims it only when that much is free. Not counted: the CUDA context and kernel
     workspaces (TRAINYARD_GPU_MEMORY_RESERVE_BYTES stands for them on the worker's side)."""
-    sized = estimate(model, hp, shape_for_dataset(model, hp, dataset, data_dir))
+    sized = estimate(model, hp, shape_for_dataset(model, hp, dataset, data_dir, image_shape))
     return int(sized.state_bytes + sized.peak_bytes)

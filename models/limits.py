@@ -110,15 +110,20 @@ class Estimate:
 
 
 def shape_for_dataset(model: str, hp: dict, dataset: str,
-                      data_dir: Path | None = None) -> DataShape:
-    """What is known about `dataset` before it is loaded: sizes of the built-in image sets,
+                      data_dir: Path | None = None,
+                      image_shape: tuple[int, int, int, int] | None = None) -> DataShape:
+    """What is known about `dataset` before it is loaded: sizes of the built-in image sets
+    (an uploaded one's `image_shape`: channels, height, width, classes, from its summary),
     and for text an upper bound of the vocabulary (`vocab_is_bound`)."""
     if family(model).data_kind == "text":
         if hp["tokenizer"] == "word":
             # build_vocab keeps at most max_vocab tokens, <unk> included: a true bound
             return DataShape(vocab_size=hp["max_vocab"], vocab_is_bound=True)
         return DataShape(vocab_size=CHAR_VOCAB_BOUND, vocab_is_bound=True)
-    # No image upload exists; an unknown name gets the largest built-in geometry.
+    if image_shape is not None:
+        channels, height, width, classes = image_shape
+        return DataShape(channels=channels, height=height, width=width, num_classes=classes)
+    # An unknown name (an upload whose shape was not given) gets the largest built-in geometry.
     channels, height, width, classes = IMAGE_SHAPES.get(dataset, IMAGE_SHAPES["cifar10"])
     if dataset in ("mnist", "fashion_mnist") and data_dir is not None:
         found = idx_image_size(Path(data_dir) / dataset)

@@ -89,10 +89,17 @@ from models.checkpoints import (  # noqa: F401 - also read from here (worker, te
     restore,
     start_from,
 )
-from models.data import ImageData, TextData, load_image_dataset, load_text_dataset
+from models.data import (
+    ImageData,
+    TextData,
+    load_image_dataset,
+    load_text_dataset,
+    text_data_from_string,
+)
 from models.distributed import ONE_PROCESS, Ranks
 from models.family import Family
 from models.limits import EvalPlan, eval_plan, shape_of_data
+from models.prepared import load_prepared
 from models.registry import FAMILIES, family, validate_hyperparameters
 from models.reporting import REPORT_EVERY_CUDA, Reporter
 
@@ -182,9 +189,18 @@ def autocast_for(device: torch.device, precision: str):
     return contextlib.nullcontext
 
 
-def load_data(spec: JobSpec, data_dir: Path | None = None) -> ImageData | TextData:
-    """Load the job's built-in dataset (uploaded text is passed to fit() as `data`)."""
+def load_data(spec: JobSpec, data_dir: Path | None = None,
+              uploaded: tuple[Path, str] | None = None) -> ImageData | TextData:
+    """Load the job's dataset: a built-in one, or with `uploaded` = (path, kind) the file of
+    an uploaded version (a prepared image file, models/prepared.py, or UTF-8 text; the worker
+    fetches it into its cache)."""
     hp = spec.hyperparameters
+    if uploaded is not None:
+        path, kind = uploaded
+        if kind == "images":
+            return load_prepared(path, seed=hp["seed"])
+        return text_data_from_string(Path(path).read_text(encoding="utf-8"),
+                                     tokenizer=hp["tokenizer"], max_vocab=hp["max_vocab"])
     if spec.family.data_kind == "images":
         return load_image_dataset(spec.dataset, data_dir, seed=hp["seed"])
     return load_text_dataset(spec.dataset, tokenizer=hp["tokenizer"], seed=hp["seed"],

@@ -42,17 +42,17 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from enum import StrEnum
+from pathlib import Path
 
 from core.settings import Settings, get_settings
 from core.states import DEVICES, FitEnd, JobStatus, Outcome
 from db.store import Store, describe_db_error
 from db.store.scheduling import device_class_of
-from models.data import text_data_from_string
 from models.limits import check_limits, estimate, shape_of_data
 from models.registry import FAMILIES
 from models.train import JobSpec, load_checkpoint, load_data
 from sweeps import driver as sweep_driver
-from worker import gpus
+from worker import dataset_cache, gpus
 from worker.db_writer import DatabaseWriteError, retry_while_unreachable
 from worker.distributed import fit_job
 from worker.persistence import DRAINING, PersistingCallbacks
@@ -219,9 +219,8 @@ class JobRunner:
                 hyperparameters=job.hyperparameters,
                 device=job.device,
             )
-            data = self._uploaded_data(spec, job.owner)
-            if data is None:
-                data = load_data(spec, self.settings.resolved_data_dir)
+            data = load_data(spec, self.settings.resolved_data_dir,
+                             uploaded=self._uploaded_file(job))
             self._check_size(spec, data)
             latest = self._resume_point(job_id, attempt)
             resume_from = latest[1] if latest else None
@@ -364,17 +363,29 @@ class JobRunner:
         return retry_while_unreachable(fn, *args, retry_seconds=self.settings.db_retry_seconds,
                                        **kwargs)
 
-    def _uploaded_data(self, spec: JobSpec, owner: str):
-        """Uploaded datasets live in the database so any worker can read them, each under its
-        owner's name (a job trains on its own user's upload); built-in ones are loaded from the
-        package or the data directory."""
-        raw = self.store.get_dataset_data(spec.dataset, owner)
-        if raw is None:
-            return None
-        hp = spec.hyperparameters
-        return text_data_from_string(
-            raw.decode("utf-8"), tokenizer=hp["tokenizer"], max_vocab=hp["max_vocab"]
-        )
+    def _uploaded_file(self, job) -> tuple[Path, str] | None:
+        """(path, kind) of the job's uploaded dataset in this worker's cache, fetched from the
+        database once per version (worker/dataset_cache.py); None for a built-in dataset.
+        The job trains on the version recorded at submit, never a newer one; a job without a
+        recorded version (queued before migration 0013, a sweep's trial) on the newest, or
+        on the `name@N` its dataset names."""
+        name, version = job.dataset, job.dataset_version
+        if version is None and "@" in name:
+            name, _, number = name.partition("@")
+            version = int(number) if number.isdigit() else None
+        record = self.store.get_dataset(name, job.owner, version)
+        if record is None:
+            if version is not None:
+                raise ValueError(f"dataset {name}@{version} no longer exists (deleted after "
+                                 "the job was submitted)")
+            return None  # built-in
+        if job.dataset_sha256 is not None and record.sha256 != job.dataset_sha256:
+            raise ValueError(f"dataset {record.ref} is not the one the job was submitted "
+                             f"with (sha256 {job.dataset_sha256[:12]}..., now "
+                             f"{record.sha256[:12]}...): it was deleted and uploaded again")
+        cached = dataset_cache.ensure(self.store, record, self.settings.home,
+                                      self.settings.dataset_cache_bytes)
+        return cached.path, record.kind
 
 
 @functools.lru_cache(maxsize=1)

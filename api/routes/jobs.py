@@ -32,6 +32,7 @@ from api.errors import (
 from api.params import parse_metric_names
 from api.schemas import (
     CheckpointOut,
+    DatasetOut,
     JobCreate,
     JobDetail,
     JobList,
@@ -43,7 +44,7 @@ from api.schemas import (
 )
 from api.security import Principal
 from api.services import forks
-from api.services.datasets import find_dataset
+from api.services.datasets import find_dataset, image_shape
 from api.services.queue import queue_info
 from db.store import InvalidTransition, JobRecord, NotFound, QuotaExceeded
 from db.tables import PRIORITY_MAX, PRIORITY_MIN
@@ -63,42 +64,52 @@ def _spec_error(exc: SpecError):
 
 
 def _validated_spec(body: JobCreate, settings: Any, store: Any, owner: str,
-                    hyperparameters: dict[str, Any]) -> dict[str, Any]:
+                    hyperparameters: dict[str, Any], found: DatasetOut | None
+                    ) -> dict[str, Any]:
     """Check the job (with `hyperparameters`: the body's, or a fork's) against the catalogue
-    and the datasets (built-in ones and the owner's uploads); return the filled
-    hyperparameters."""
-
-    def kind_of(name: str) -> str | None:
-        found = find_dataset(name, settings, store, owner)
-        return found.kind if found is not None else None
-
+    and its dataset (`found`: the built-in one or the owner's upload, None when there is
+    none); return the filled hyperparameters."""
     try:
         # Refuse what would not fit before it is queued.
         return check_job(
-            body.model, hyperparameters, body.dataset, kind_of,
+            body.model, hyperparameters, body.dataset,
+            lambda _name: found.kind if found is not None else None,
             data_dir=settings.resolved_data_dir, max_parameters=settings.max_model_parameters,
             max_activation_bytes=settings.max_activation_bytes,
+            image_shape=image_shape(found) if found is not None else None,
         )
     except SpecError as exc:
         raise _spec_error(exc) from exc
 
 
-def _fork_spec(body: JobCreate, settings: Any, store: Any,
-               principal: Principal) -> tuple[dict[str, Any], dict[str, Any]]:
+def _dataset_columns(body: JobCreate, found: DatasetOut | None) -> dict[str, Any]:
+    """An upload is recorded by its bare name plus the exact version and sha256 it resolved
+    to now (`name` is the newest version at submit: a later upload changes nothing for this
+    job); a built-in dataset by its name alone."""
+    if found is None or found.source != "uploaded":
+        return {"dataset": body.dataset}
+    return {"dataset": found.name, "dataset_version": found.version,
+            "dataset_sha256": found.sha256}
+
+
+def _fork_spec(body: JobCreate, settings: Any, store: Any, principal: Principal,
+               found: DatasetOut | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The job's filled hyperparameters and, for a fork (`from_checkpoint`), its parent
     columns (api/services/forks.py). A parent the caller may not see is a 404, as any job."""
     fork = body.from_checkpoint
     if fork is None:
-        return _validated_spec(body, settings, store, principal.owner, body.hyperparameters), {}
+        return _validated_spec(body, settings, store, principal.owner, body.hyperparameters,
+                               found), {}
     parent = get_job_or_404(fork.job, store, principal)
     try:
         changed = forks.fork_hyperparameters(parent, body.model, body.hyperparameters)
     except SpecError as exc:
         raise _spec_error(exc) from exc
-    hyperparameters = _validated_spec(body, settings, store, principal.owner, changed)
+    hyperparameters = _validated_spec(body, settings, store, principal.owner, changed, found)
     try:
         columns = forks.parent_columns(
-            store, parent, fork.checkpoint, model=body.model, dataset=body.dataset,
+            store, parent, fork.checkpoint, model=body.model,
+            dataset=_dataset_columns(body, found)["dataset"],
             hyperparameters=hyperparameters, resume_optimizer=fork.resume_optimizer,
             data_dir=settings.resolved_data_dir)
     except SpecError as exc:
@@ -139,12 +150,16 @@ def submit_job(
 ) -> JobDetail:
     owner = principal.owner
     check_priority(body.priority, principal, settings)
-    hyperparameters, parent_columns = _fork_spec(body, settings, store, principal)
-    spec = {"model": body.model, "dataset": body.dataset, "hyperparameters": hyperparameters,
+    # Resolved once: the check, the size estimate and the recorded version agree.
+    found = find_dataset(body.dataset, settings, store, owner)
+    hyperparameters, parent_columns = _fork_spec(body, settings, store, principal, found)
+    spec = {"model": body.model, **_dataset_columns(body, found),
+            "hyperparameters": hyperparameters,
             "device": body.device, "name": body.name, "priority": body.priority,
             "gpus": body.gpus, **parent_columns,
-            "memory_bytes": training_memory_bytes(body.model, hyperparameters, body.dataset,
-                                                  settings.resolved_data_dir)}
+            "memory_bytes": training_memory_bytes(
+                body.model, hyperparameters, body.dataset, settings.resolved_data_dir,
+                image_shape(found) if found is not None else None)}
     # One user cannot fill the queue: the store counts and inserts as one step, so concurrent
     # submissions cannot overshoot the cap; a retry of a request that made its job is no new job.
     cap = settings.max_queued_jobs_per_user

@@ -1,5 +1,5 @@
 """Request and response bodies of the HTTP API (pydantic v2), one module per
-resource (common, jobs, confusion, compare, sweeps, service), all importable from here.
+resource (common, jobs, confusion, compare, sweeps, datasets, service), all importable from here.
 
 Field names here are a contract: the dashboard, the CLI and users' scripts read them, and
 none of them is deployed in step with the server. Add fields freely; rename or remove none.
@@ -28,6 +28,13 @@ from api.schemas.compare import (
     SeriesRun,
 )
 from api.schemas.confusion import ConfusionOut
+from api.schemas.datasets import (
+    ClassSamples,
+    DatasetDetail,
+    DatasetOut,
+    DatasetSamples,
+    DatasetVersionOut,
+)
 from api.schemas.jobs import (
     AttemptOut,
     BestMetric,
@@ -49,7 +56,6 @@ from api.schemas.jobs import (
     TextSample,
 )
 from api.schemas.service import (
-    DatasetOut,
     ErrorOut,
     Health,
     ModelInfo,
@@ -85,8 +91,12 @@ __all__ = [
     "CompareRun",
     "CompareSeriesOut",
     "ConfusionOut",
+    "ClassSamples",
+    "DatasetDetail",
     "DatasetKind",
     "DatasetOut",
+    "DatasetSamples",
+    "DatasetVersionOut",
     "Device",
     "ErrorOut",
     "ForkFrom",

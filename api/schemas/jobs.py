@@ -193,6 +193,12 @@ class RunBase(BaseModel):
     name: str | None
     model: str
     dataset: str
+    dataset_version: int | None = Field(
+        default=None, description="An uploaded dataset's version the run trains on, fixed at "
+        "submit (`name` means the newest then, `name@2` that one); null for built-in datasets.")
+    dataset_sha256: str | None = Field(
+        default=None, description="SHA-256 of that version's file: exactly what the run saw, "
+        "kept after the version is deleted.")
 
     @classmethod
     def from_record(cls, job: JobRecord, **computed: Any) -> Self:

@@ -1,5 +1,5 @@
-"""The rest of the service: validation errors, the catalogue and datasets, health, workers,
-sign-in."""
+"""The rest of the service: validation errors, the catalogue, health, workers, sign-in
+(datasets: api/schemas/datasets.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from api.schemas.common import (
     DatasetKind,
     same_named,
 )
-from db.store import DatasetRecord
 from db.store.records import WorkerRecord
 
 
@@ -53,31 +52,6 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Literal["min", "max"] | None] = Field(
         description="Each metric the family reports (gradient norms aside) and which way is "
         "better: min, max, or null where best means nothing.")
-
-
-class DatasetOut(BaseModel):
-    name: str
-    kind: DatasetKind
-    source: Literal["builtin", "uploaded"]
-    size_bytes: int | None = None
-    examples: int | None = None
-    description: str = ""
-    owner: str | None = Field(
-        default=None, description="Who uploaded it (uploads only); jobs train on their own user's."
-    )
-
-    @classmethod
-    def from_builtin(cls, info: dict[str, Any]) -> Self:
-        """A built-in dataset, from what models.data.builtin_datasets says of it."""
-        return cls(name=info["name"], kind=info["kind"], source="builtin",
-                   size_bytes=info.get("size_bytes"), examples=info.get("examples"),
-                   description=info.get("description", ""))
-
-    @classmethod
-    def from_upload(cls, record: DatasetRecord) -> Self:
-        return cls(name=record.name, kind=record.kind, source="uploaded",
-                   size_bytes=record.size, description=record.description or "",
-                   owner=record.owner)
 
 
 class QueueHealth(BaseModel):

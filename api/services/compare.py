@@ -12,7 +12,7 @@ from db.store import JobRecord
 MAX_LABEL_KEYS = 6
 _MISSING = object()
 # Compared first and named like hyperparameters in labels; not hyperparameters themselves.
-SPEC_KEYS = ("model", "dataset")
+SPEC_KEYS = ("model", "dataset", "dataset_version")
 
 
 def _canonical(value: Any) -> str:
@@ -21,7 +21,7 @@ def _canonical(value: Any) -> str:
 
 
 def differing_keys(runs: Sequence[JobRecord]) -> list[str]:
-    """model, dataset, then hyperparameter keys whose values are not the same in every run.
+    """model, dataset (and its version), then hyperparameter keys whose values are not the same in every run.
 
     A hyperparameter that some runs lack counts as differing.
     """

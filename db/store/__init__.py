@@ -8,7 +8,8 @@
 - `series`: many runs' curves at once, downsampled in the database (the compare page)
 - `summaries`: finished runs' curves stored once computed, and the reconciler's pass that
   precomputes them
-- `artifacts`: sampled texts, checkpoints, uploaded datasets
+- `artifacts`: sampled texts, checkpoints
+- `datasets`: users' uploads, versioned, their bytes in chunks; the owner's stored bytes
 - `confusion`: a classifier's validation confusion matrix per epoch (GET /jobs/{id}/confusion)
 - `scheduling`: which queued job a worker claims next (priority, fair share, age), priorities
 - `preemption`: which running jobs give their worker to a queued job of higher priority
@@ -33,8 +34,10 @@ from __future__ import annotations
 from db.store.artifacts import ArtifactsMixin
 from db.store.base import MIGRATIONS_DIR, StoreBase
 from db.store.confusion import ConfusionMixin
+from db.store.datasets import DatasetsMixin
 from db.store.errors import (
     Conflict,
+    DatasetQuotaExceeded,
     InvalidTransition,
     NotFound,
     QuotaExceeded,
@@ -58,7 +61,7 @@ from db.tables import JOB_STATUSES, LOCAL_OWNER
 
 
 class Store(JobsMixin, SchedulingMixin, PreemptionMixin, QueueMixin, MetricsMixin,
-            SeriesMixin, SummariesMixin, ArtifactsMixin, ConfusionMixin, WorkersMixin, KeysMixin,
+            SeriesMixin, SummariesMixin, ArtifactsMixin, DatasetsMixin, ConfusionMixin, WorkersMixin, KeysMixin,
             SweepsMixin, StoreBase):
     """Database access for jobs, metrics, texts, checkpoints, datasets, workers and keys.
 
@@ -74,6 +77,7 @@ __all__ = [
     "ApiKeyRecord",
     "CheckpointRecord",
     "Conflict",
+    "DatasetQuotaExceeded",
     "DatasetRecord",
     "InvalidTransition",
     "JobRecord",

@@ -1,5 +1,5 @@
-"""What a job produces and consumes besides metrics: sampled texts, checkpoints, uploaded
-datasets."""
+"""What a job produces besides metrics: sampled texts and checkpoints (uploaded datasets are in
+db/store/datasets.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.store.base import json_safe
-from db.store.errors import Conflict, NotFound
-from db.store.records import CheckpointRecord, DatasetRecord, record_of
-from db.tables import DATASET_KINDS, LOCAL_OWNER, Checkpoint, Dataset, Job, JobText, utcnow
+from db.store.errors import NotFound
+from db.store.records import CheckpointRecord, record_of
+from db.tables import Checkpoint, Job, JobText, utcnow
 
-# Columns of the records: everything but the bytes.
+# Columns of the record: everything but the bytes.
 _CHECKPOINT_COLUMNS = tuple(getattr(Checkpoint, f.name) for f in fields(CheckpointRecord))
-_DATASET_COLUMNS = tuple(getattr(Dataset, f.name) for f in fields(DatasetRecord))
 
 
 def blob_columns(data: bytes) -> dict[str, Any]:
@@ -30,7 +29,7 @@ def blob_columns(data: bytes) -> dict[str, Any]:
 
 
 class ArtifactsMixin:
-    """Texts, checkpoints (bytes in the database) and uploaded datasets."""
+    """Texts and checkpoints (bytes in the database)."""
 
     def add_text(self, job_id: int, epoch: int, step: int, name: str, text: str) -> None:
         """Keep a text artifact (e.g. a sampled text). Raises NotFound for an unknown job."""
@@ -159,48 +158,3 @@ class ArtifactsMixin:
                                      Checkpoint.id != (best if best is not None else 0))
         )
         return result.rowcount or 0
-
-    def add_dataset(
-        self, name: str, kind: str, data: bytes, description: str = "",
-        owner: str = LOCAL_OWNER,
-    ) -> DatasetRecord:
-        """Store an uploaded dataset. Raises Conflict when the owner has one of that name."""
-        if kind not in DATASET_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(DATASET_KINDS)}, not {kind!r}")
-        try:
-            with self._session() as s:
-                row = Dataset(
-                    name=name,
-                    kind=kind,
-                    **blob_columns(data),
-                    description=description or "",
-                    created_at=utcnow(),
-                    owner=owner,
-                )
-                s.add(row)
-                s.flush()
-                return record_of(DatasetRecord, row)
-        except IntegrityError as exc:
-            raise Conflict(f"a dataset named {name!r} already exists") from exc
-
-    def list_datasets(self, owner: str | None = None) -> list[DatasetRecord]:
-        """Uploaded datasets by name, without their bytes (`owner`: only theirs; None: all)."""
-        with self._session() as s:
-            stmt = select(*_DATASET_COLUMNS).order_by(Dataset.name, Dataset.owner)
-            if owner is not None:
-                stmt = stmt.where(Dataset.owner == owner)
-            return [record_of(DatasetRecord, row) for row in s.execute(stmt)]
-
-    def get_dataset(self, name: str, owner: str = LOCAL_OWNER) -> DatasetRecord | None:
-        with self._session() as s:
-            row = s.execute(
-                select(*_DATASET_COLUMNS).where(Dataset.owner == owner, Dataset.name == name)
-            ).first()
-            return record_of(DatasetRecord, row) if row is not None else None
-
-    def get_dataset_data(self, name: str, owner: str = LOCAL_OWNER) -> bytes | None:
-        with self._session() as s:
-            data = s.scalar(
-                select(Dataset.data).where(Dataset.owner == owner, Dataset.name == name)
-            )
-            return bytes(data) if data is not None else None

@@ -37,6 +37,15 @@ class QuotaExceeded(StoreError):
         super().__init__(f"{owner} has {queued} queued jobs; the limit is {limit}")
 
 
+class DatasetQuotaExceeded(StoreError):
+    """An upload would take its owner's stored dataset bytes past their quota."""
+
+    def __init__(self, owner: str, stored: int, adding: int, limit: int) -> None:
+        self.owner, self.stored, self.adding, self.limit = owner, stored, adding, limit
+        super().__init__(f"{owner} stores {stored} bytes of datasets; {adding} more would "
+                         f"exceed the quota of {limit} bytes")
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True for a database that is unreachable (stopped, restarting, network), as opposed to
     an error of the statement itself, which no retry would fix."""

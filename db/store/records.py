@@ -5,7 +5,7 @@ or hold a session open by accident.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from core.states import FINISHED
@@ -61,6 +61,9 @@ class JobRecord(Record):
     # GPUs and memory (migration 0011)
     gpus: int = 1
     memory_bytes: int | None = None
+    # an upload's exact version (migration 0013)
+    dataset_version: int | None = None
+    dataset_sha256: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -81,6 +84,8 @@ class CheckpointRecord(Record):
 
 @dataclass(frozen=True)
 class DatasetRecord(Record):
+    """One version of an upload, without its bytes (`iter_dataset_chunks` reads them)."""
+
     id: int
     name: str
     kind: str
@@ -89,6 +94,13 @@ class DatasetRecord(Record):
     description: str
     created_at: dt.datetime
     owner: str = LOCAL_OWNER
+    version: int = 1
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        """How a job names exactly this version: `name@2`."""
+        return f"{self.name}@{self.version}"
 
 
 @dataclass(frozen=True)

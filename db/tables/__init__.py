@@ -8,7 +8,7 @@ autogenerate and expects no difference). Change both together. Portability notes
 `db/tables/base.py`.
 """
 
-from db.tables.accounts import ApiKey, Dataset, WebSession
+from db.tables.accounts import ApiKey, Dataset, DatasetChunk, WebSession
 from db.tables.base import (
     DATASET_KINDS,
     JOB_STATUSES,
@@ -44,7 +44,7 @@ __all__ = [
     "JOB_STATUSES", "LOCAL_OWNER", "MAX_JOB_GPUS", "NAMING_CONVENTION", "PRIORITY_MAX",
     "PRIORITY_MIN",
     "ROLLUP_BLOCK_STEPS", "SWEEP_METHODS", "SWEEP_STATUSES", "ApiKey", "Base", "BigIntPK",
-    "Checkpoint", "ConfusionMatrix", "Dataset", "Job", "JobAttempt", "JobText", "JSONType",
+    "Checkpoint", "ConfusionMatrix", "Dataset", "DatasetChunk", "Job", "JobAttempt", "JobText", "JSONType",
     "Metric",
     "MetricRollup", "MetricRollupCoarse", "SeriesSummary", "Sweep", "UTCDateTime",
     "WebSession", "Worker", "utcnow",

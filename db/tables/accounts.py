@@ -1,8 +1,10 @@
-"""Users' things: uploaded datasets, API keys and dashboard sessions."""
+"""Users' things: uploaded datasets (versions and their bytes in chunks), API keys and dashboard
+sessions."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +24,7 @@ from db.tables.base import (
     DATASET_KINDS,
     LOCAL_OWNER,
     Base,
+    JSONType,
     UTCDateTime,
     _in,
     utcnow,
@@ -29,31 +32,41 @@ from db.tables.base import (
 
 
 class Dataset(Base):
-    """A user-uploaded dataset (built-in ones are files, not rows)."""
+    """One version of a user-uploaded dataset (built-in ones are files, not rows). Each upload
+    of a name makes its next version; the bytes jobs train on (a prepared image file or UTF-8
+    text) are in `dataset_chunks`."""
 
     __tablename__ = "datasets"
     __table_args__ = (
         # Names are per owner: a taken name must not tell one user what another uploaded.
-        UniqueConstraint("owner", "name", info={"serves": (
-            "One upload of a name per owner (a taken name is refused), and finding an upload "
-            "by owner and name (a job's dataset check; the worker loading its bytes).")}),
+        UniqueConstraint("owner", "name", "version", info={"serves": (
+            "Finding an owner's upload by name, newest version first or one version "
+            "(`name@2`: a job's dataset check, GET /datasets/{name}), the next version number "
+            "at upload (max + 1), and the owner's stored bytes (the quota).")}),
         CheckConstraint(f"kind IN ({_in(DATASET_KINDS)})", name="kind"),
-        {"info": {"pk_serves": "Row identity only: uploads are found by (owner, name)."}},
+        CheckConstraint("version >= 1", name="version"),
+        {"info": {"pk_serves": (
+            "A version by id: reading its chunks (`dataset_chunks.dataset_id`).")}},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True, doc=(
-        "Row id."))
+        "Row id: one version of one upload."))
     name: Mapped[str] = mapped_column(String(200), doc=(
-        "The name jobs give as their `dataset`: 1 to 64 of a-z, 0-9, `_` and `-`."))
+        "The name jobs give as their `dataset` (`name` for the newest version, `name@2` for "
+        "one): 1 to 64 of a-z, 0-9, `_` and `-`."))
+    version: Mapped[int] = mapped_column(Integer, server_default="1", doc=(
+        "1 for the first upload of the name by its owner, one more for each later one."))
     kind: Mapped[str] = mapped_column(String(16), doc=(
-        "`text` (a corpus for the language model; the only kind uploads take now) or "
-        "`images`."))
-    data: Mapped[bytes] = mapped_column(LargeBinary, doc=(
-        "The uploaded file: UTF-8 text for `text`."))
+        "`images` (a prepared image file, models/prepared.py) or `text` (UTF-8 text)."))
     size: Mapped[int] = mapped_column(BigInteger, doc=(
-        "Length of `data` in bytes."))
+        "Bytes of the stored file (the sum of its chunks), what the quota counts."))
     sha256: Mapped[str] = mapped_column(String(64), doc=(
-        "SHA-256 of `data`, lowercase hex."))
+        "SHA-256 of the stored file, lowercase hex: workers check their cached copy by it, "
+        "and jobs record it."))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONType, doc=(
+        "What the upload holds, as GET /datasets shows it: for images the format, examples, "
+        "channels, height, width, classes with their counts; for text the characters, "
+        "vocabulary sizes and a sample."))
     description: Mapped[str] = mapped_column(Text, default="", doc=(
         "The uploader's description; empty when none was given."))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, doc=(
@@ -62,6 +75,26 @@ class Dataset(Base):
         String(100), default=LOCAL_OWNER, server_default=LOCAL_OWNER, doc=(
             "The user who uploaded it; only their jobs can train on it. `local` when no key "
             "was used."))
+
+
+class DatasetChunk(Base):
+    """The bytes of a dataset version, in pieces of about 4 MiB, so neither an upload nor a
+    worker's download ever holds a whole dataset in memory."""
+
+    __tablename__ = "dataset_chunks"
+    __table_args__ = (
+        {"info": {"pk_serves": (
+            "Reading a version's bytes in order, one chunk per query (seq = 0, 1, ...), and "
+            "the ON DELETE CASCADE from `datasets`.")}},
+    )
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True, doc=(
+            "The dataset version these bytes belong to."))
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, doc=(
+        "The chunk's place in the file: 0 first."))
+    data: Mapped[bytes] = mapped_column(LargeBinary, doc=(
+        "The chunk's bytes (4 MiB, the last one less)."))
 
 
 class ApiKey(Base):

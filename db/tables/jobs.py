@@ -203,6 +203,13 @@ class Job(Base):
         "Its estimated training memory per GPU (models/limits.py: peak + state), recorded at "
         "submit: a worker on a shared GPU claims it only when that much is free. NULL for "
         "jobs queued before migration 0011."))
+    dataset_version: Mapped[int | None] = mapped_column(Integer, doc=(
+        "The version of the owner's upload it trains on (`datasets.version`), fixed at "
+        "submit: a later upload of the name does not change what it trains on. NULL for "
+        "built-in datasets and jobs queued before migration 0013."))
+    dataset_sha256: Mapped[str | None] = mapped_column(String(64), doc=(
+        "SHA-256 of that version's stored file, kept even after the version is deleted: "
+        "what exactly the run saw. NULL when `dataset_version` is."))
 
 
 ATTEMPT_OUTCOMES = tuple(Outcome)  # the CHECK constraint of job_attempts.outcome

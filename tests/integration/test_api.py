@@ -634,9 +634,13 @@ def test_upload_text_dataset_then_train_a_language_model_on_it(client, store, ap
     response = upload(client, "my-corpus", CORPUS.encode(), description="Dickens")
     assert response.status_code == 201, response.text
     created = response.json()
-    assert created == {"name": "my-corpus", "kind": "text", "source": "uploaded",
-                       "size_bytes": len(CORPUS.encode()), "examples": None,
-                       "description": "Dickens", "owner": "local"}
+    assert {k: created[k] for k in ("name", "kind", "source", "size_bytes", "description",
+                                    "owner", "version", "ref")} == {
+        "name": "my-corpus", "kind": "text", "source": "uploaded",
+        "size_bytes": len(CORPUS.encode()), "description": "Dickens", "owner": "local",
+        "version": 1, "ref": "my-corpus@1"}
+    assert created["sha256"] == hashlib.sha256(CORPUS.encode()).hexdigest()
+    assert created["summary"]["characters"] == len(CORPUS)
     assert store.get_dataset_data("my-corpus").decode() == CORPUS  # any worker can read it
 
     listed = {d["name"]: d for d in client.get("/datasets").json()}
@@ -648,9 +652,9 @@ def test_upload_text_dataset_then_train_a_language_model_on_it(client, store, ap
     assert_422(client.post("/jobs", json={"model": "mlp", "dataset": "my-corpus"}),
                ["body", "dataset"], "images")
 
-    duplicate = upload(client, "my-corpus", CORPUS.encode())
-    assert duplicate.status_code == 409
-    assert "my-corpus" in duplicate.json()["detail"]
+    # the name again: its next version (tests/integration/test_dataset_versions.py)
+    again = upload(client, "my-corpus", CORPUS.encode())
+    assert again.status_code == 201 and again.json()["ref"] == "my-corpus@2"
 
 
 def test_upload_rejections(client, store):

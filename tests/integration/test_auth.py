@@ -234,8 +234,8 @@ def test_datasets_belong_to_their_uploader(secured, keys):
     assert refused.status_code == 422 and "unknown dataset" in refused.text
     assert secured.post("/jobs", json=lm, headers=bearer(keys["alice"])).status_code == 201
     # bob may pick the same name: names are per user, so a taken name reveals nothing
-    assert upload(keys["bob"]).status_code == 201
-    assert upload(keys["bob"]).status_code == 409
+    assert upload(keys["bob"]).json()["ref"] == "mine@1"
+    assert upload(keys["bob"]).json()["ref"] == "mine@2"  # his next version, not alice's
 
 
 def test_idempotency_keys_are_per_user(secured, keys):

@@ -18,7 +18,6 @@ from sqlalchemy import func, inspect, select, text
 from db.session import make_engine, make_session_factory, session_scope
 from db.store import (
     MIGRATIONS_DIR,
-    Conflict,
     InvalidTransition,
     NotFound,
     Store,
@@ -343,19 +342,23 @@ def test_pruning_keeps_the_newest_checkpoints_and_the_best_one(store: Store) -> 
     assert [c.epoch for c in store.list_checkpoints(job.id)] == [7]
 
 
-def test_datasets_and_conflict(store: Store) -> None:
-    data = "To be, or not to be.\n".encode() * 100
+def test_datasets_are_versioned(store: Store) -> None:
+    data = b"To be, or not to be.\n" * 100
     record = store.add_dataset("hamlet", "text", data, description="a soliloquy")
     assert (record.name, record.kind, record.size) == ("hamlet", "text", len(data))
     assert record.sha256 == hashlib.sha256(data).hexdigest() and _aware(record.created_at)
-    with pytest.raises(Conflict):
-        store.add_dataset("hamlet", "text", b"other")
+    assert (record.version, record.ref) == (1, "hamlet@1")
+    # a second upload of the name is its next version; the first stays
+    second = store.add_dataset("hamlet", "text", b"other")
+    assert second.version == 2
     with pytest.raises(ValueError):
         store.add_dataset("sounds", "audio", b"x")
     store.add_dataset("a_images", "images", b"\x00\x01")
-    assert [d.name for d in store.list_datasets()] == ["a_images", "hamlet"]
-    assert store.get_dataset("hamlet") == record and store.get_dataset("nope") is None
-    assert store.get_dataset_data("hamlet") == data
+    assert [d.ref for d in store.list_datasets()] == ["a_images@1", "hamlet@1", "hamlet@2"]
+    assert store.get_dataset("hamlet", version=1) == record
+    assert store.get_dataset("hamlet") == second and store.get_dataset("nope") is None
+    assert store.get_dataset_data("hamlet", version=1) == data
+    assert store.get_dataset_data("hamlet") == b"other"
     assert store.get_dataset_data("nope") is None
 
 
