@@ -1,6 +1,6 @@
 // Trainyard dashboard: the shell. It signs the page in, then shows the page the hash route names
-// (#/, #/jobs/42, #/sweeps, #/sweeps/7, #/compare?ids=1,2, #/new) in <main id="view">,
-// unmounting the one before.
+// (#/, #/jobs/42, #/sweeps, #/sweeps/7, #/compare?ids=1,2, #/new, #/datasets, #/datasets/digits2)
+// in <main id="view">, unmounting the one before.
 // Every value from the server is user data: it enters the page through textContent only (see
 // js/dom.js); there is no inline script and no markup built from strings.
 "use strict";
@@ -22,6 +22,8 @@ const routes = [
   { pattern: /^\/sweeps\/(\d+)$/, nav: "sweeps", load: () => import("./js/sweep.js") },
   { pattern: /^\/compare$/, nav: "compare", load: () => import("./js/compare.js") },
   { pattern: /^\/new$/, nav: "new", load: () => import("./js/submit.js") },
+  { pattern: /^\/datasets$/, nav: "datasets", load: () => import("./js/datasets.js") },
+  { pattern: /^\/datasets\/([^/?]+)$/, nav: "datasets", load: () => import("./js/dataset.js") },
   { pattern: /^\/workers$/, nav: "workers", load: () => import("./js/workers.js") },
 ];
 

@@ -167,13 +167,22 @@ function parentLine(parent) {
     ` (checkpoint ${parent.checkpoint}, epoch ${parent.epoch}${optimizer})`);
 }
 
+/** An upload's exact version (and sha256) the job trained on, linked to its page; else the name. */
+function datasetLine(job) {
+  if (job.dataset_version === null || job.dataset_version === undefined) return job.dataset;
+  const name = job.dataset.split("@")[0];
+  return h("span", { id: "job-dataset" }, h("a", { href: `#/datasets/${encodeURIComponent(name)}?v=${job.dataset_version}`,
+    text: `${name}@${job.dataset_version}` }), job.dataset_sha256 ? h("code", { class: "muted", title: job.dataset_sha256,
+    text: ` sha256 ${job.dataset_sha256.slice(0, 12)}…` }) : null);
+}
+
 function summaryRows(job, progress) {
   const rows = [
     ...(job.parent ? [kv("parent", parentLine(job.parent))] : []),
     ...(job.sweep_id !== null && job.sweep_id !== undefined
       ? [kv("sweep", h("a", { href: `#/sweeps/${job.sweep_id}`, id: "job-sweep",
         text: `trial ${job.trial} of sweep ${job.sweep_id}` }))] : []),
-    kv("model", job.model), kv("dataset", job.dataset), kv("device", job.device),
+    kv("model", job.model), kv("dataset", datasetLine(job)), kv("device", job.device),
     kv("priority", String(job.priority ?? 0)),
     kv("progress", progress || progressBar(job)),
     kv("step", `${job.progress.step ?? 0}${job.progress.total_steps ? ` / ${job.progress.total_steps}` : ""}`),

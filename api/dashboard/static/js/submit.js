@@ -3,9 +3,10 @@
 // next to the fields they name; a 201 opens the new job's page.
 "use strict";
 
-import { api, ApiError } from "./api.js";
+import { api, ApiError, session } from "./api.js";
 import { catalogue } from "./catalogue.js";
 import { fmtValue, h, setText } from "./dom.js";
+import { loadDatasets } from "./dsinfo.js";
 import { navigate } from "./router.js";
 
 function rangeText(info) {
@@ -104,7 +105,7 @@ function buildForm(form) {
     ui.formError,
     h("div", { class: "field-grid" },
       field(form, "model", "Model", ui.model, null),
-      field(form, "dataset", "Dataset", ui.dataset, "datasets that fit the model; upload text with POST /datasets"),
+      field(form, "dataset", "Dataset", ui.dataset, "datasets that fit the model; an upload\u2019s name alone means its newest version; upload on the Datasets page"),
       field(form, "name", "Name", ui.name, "a label for the run"),
       field(form, "device", "Device", ui.device, "auto: a GPU when the worker has one"),
       field(form, "priority", "Priority", ui.priority, "-100 to 100, higher runs first")),
@@ -116,13 +117,24 @@ function buildForm(form) {
   return ui;
 }
 
+/** A job may name an upload as "name" (its newest version) or "name@N" (that one). */
+function uploadOptions(group) {
+  const newest = h("option", { value: group.name, text: `${group.name} (newest: ${group.latest.ref})` });
+  return [newest, ...group.versions.map((v) => h("option", { value: v.ref, text: `\u00a0\u00a0${v.ref}` }))];
+}
+
 /** The datasets of the model's kind, keeping the one chosen when it still fits. */
 function renderDatasets({ ui, datasets }, kind) {
   const fitting = datasets.filter((d) => d.kind === kind);
+  const builtin = fitting.filter((d) => d.builtin);
+  // Jobs train on their own user's uploads: an admin's list of everyone's is cut to theirs.
+  const uploads = fitting.filter((d) => !d.builtin && (!d.owner || !session.owner || d.owner === session.owner));
   const previous = ui.dataset.value;
-  ui.dataset.replaceChildren(...fitting.map((d) => h("option", { value: d.name,
-    text: `${d.name}${d.source === "uploaded" ? " (uploaded)" : ""}` })));
-  if (fitting.some((d) => d.name === previous)) ui.dataset.value = previous;
+  ui.dataset.replaceChildren(
+    h("optgroup", { label: "Built-in" }, builtin.map((d) => h("option", { value: d.name, text: d.name }))),
+    uploads.length ? h("optgroup", { label: "Your uploads" }, uploads.map(uploadOptions)) : null);
+  const values = [...ui.dataset.options].map((o) => o.value);
+  if (values.includes(previous)) ui.dataset.value = previous;
 }
 
 function renderHyperparameters(form, info) {
@@ -235,22 +247,49 @@ async function submitJob(form, event) {
   }
 }
 
+/** Ask again which datasets there are (one may have been uploaded in another tab). */
+async function refreshDatasets(form) {
+  try {
+    form.datasets = await loadDatasets(api);
+  } catch (exc) {
+    console.warn("datasets", exc);
+    return;
+  }
+  renderDatasets(form, form.models[form.ui.model.value].datasets_kind);
+}
+
+/** ?dataset=name@2 (the dataset page's "Train on" link): that dataset, with a model that fits it. */
+function preselect(form, wanted) {
+  const group = form.datasets.find((d) => d.name === wanted || d.versions.some((v) => v.ref === wanted));
+  if (!group) return;
+  const { ui, models } = form;
+  if (models[ui.model.value].datasets_kind !== group.kind) {
+    const fits = Object.keys(models).find((m) => models[m].datasets_kind === group.kind);
+    if (!fits) return;
+    ui.model.value = fits;
+    renderModel(form);
+  }
+  ui.dataset.value = wanted;
+}
+
 function wire(form) {
   form.ui.form.addEventListener("submit", (event) => submitJob(form, event));
   form.ui.model.addEventListener("change", () => {
     clearErrors(form);
     renderModel(form);
+    refreshDatasets(form);
   });
 }
 
-export async function mount(view) {
-  const [models, datasets] = await Promise.all([catalogue(), api("datasets")]);
+export async function mount(view, { params }) {
+  const [models, datasets] = await Promise.all([catalogue(), loadDatasets(api)]);
   const form = { models, datasets, ui: null, inputs: {}, errors: new Map() };
   form.ui = buildForm(form);
   wire(form);
   view.append(h("p", { class: "crumbs" }, h("a", { href: "#/", text: "← Jobs" })),
     h("div", { class: "page-head" }, h("h1", { text: "New job" })), form.ui.form);
   renderModel(form);
+  if (params.get("dataset")) preselect(form, params.get("dataset"));
   view.dataset.state = "ready";
   return null;
 }
