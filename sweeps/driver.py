@@ -67,7 +67,21 @@ def _end_if_done(store: Store, sweep: SweepRecord, trials: list[TrialRecord]) ->
     return True
 
 
-def trial_hyperparameters(sweep: SweepRecord, proposed: dict[str, Any], settings: Any
+def upload_shape(store: Store, sweep: SweepRecord) -> tuple[int, int, int, int] | None:
+    """(channels, height, width, classes) of the uploaded image dataset version a sweep is
+    pinned to ("name@2"), from its summary; None for a built-in dataset or text."""
+    name, _, version = sweep.dataset.partition("@")
+    if not version.isdigit():
+        return None
+    record = store.get_dataset(name, sweep.owner, int(version))
+    summary = record.summary if record is not None and record.kind == "images" else None
+    if not summary:
+        return None
+    return (summary["channels"], summary["height"], summary["width"], len(summary["classes"]))
+
+
+def trial_hyperparameters(sweep: SweepRecord, proposed: dict[str, Any], settings: Any,
+                          image_shape: tuple[int, int, int, int] | None = None
                           ) -> tuple[dict[str, Any], str | None]:
     """The proposal as a job's hyperparameters, checked as POST /jobs checks a job; with the
     reason when it cannot run (the trial is then recorded as failed)."""
@@ -76,7 +90,7 @@ def trial_hyperparameters(sweep: SweepRecord, proposed: dict[str, Any], settings
         return check_job(
             sweep.model, hp, sweep.dataset, lambda _name: dataset_kind_for(sweep.model),
             data_dir=settings.resolved_data_dir, max_parameters=settings.max_model_parameters,
-            max_activation_bytes=settings.max_activation_bytes), None
+            max_activation_bytes=settings.max_activation_bytes, image_shape=image_shape), None
     except SpecError as exc:
         return hp, f"the proposed hyperparameters cannot run: {exc.field}: {exc.message}"
 
@@ -95,15 +109,16 @@ def advance(store: Store, sweep_id: int, settings: Any) -> list[JobRecord]:
     space = dimensions_from_json(sweep.space, sweep.model)
     trials = store.sweep_trials(sweep_id, sweep.objective_metric)
     launched: list[JobRecord] = []
+    shape = upload_shape(store, sweep)
     while not _end_if_done(store, sweep, trials):
         active = sum(t.status in ACTIVE for t in trials)
         if (len(trials) >= sweep.max_trials or active >= sweep.max_concurrent
                 or _giving_up(sweep, trials)):
             break
         proposed = propose(sweep, space, trials)
-        hp, error = trial_hyperparameters(sweep, proposed, settings)
+        hp, error = trial_hyperparameters(sweep, proposed, settings, shape)
         memory = None if error else training_memory_bytes(sweep.model, hp, sweep.dataset,
-                                                          settings.resolved_data_dir)
+                                                          settings.resolved_data_dir, shape)
         job = store.launch_trial(sweep_id, len(trials), hp, error=error,
                                  max_queued=settings.max_queued_jobs_per_user,
                                  memory_bytes=memory)

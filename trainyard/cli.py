@@ -11,12 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
 from core.settings import Settings, get_settings
 from trainyard.client import FINISHED, ApiError, Client
+from trainyard.dataset_commands import add_dataset_commands
 from trainyard.model_commands import add_model_commands
 from trainyard.sweep_commands import add_sweep_commands
 from trainyard.worker_pool import SUPERVISED_ENV
@@ -436,18 +436,6 @@ def cmd_models(args, settings) -> int:
     return 0
 
 
-def cmd_datasets(args, settings) -> int:
-    with _client(settings) as client:
-        if args.upload:
-            name, path = args.upload
-            item = client.upload_dataset(name, Path(path))
-            print(f"dataset {item['name']} stored ({item.get('size_bytes')} bytes)")
-        else:
-            for item in client.datasets():
-                print(f"{item['name']:<20} {item['kind']:<7} {item.get('size_bytes', '')}")
-    return 0
-
-
 def _hardware(worker: dict) -> str:
     """The worker's device class, with its GPU and the GPU's memory where it has one."""
     if not worker.get("gpu_name"):
@@ -574,9 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_commands(sub, _with_client)
     add_model_commands(sub, _with_client)
-    p = sub.add_parser("datasets", help="list datasets, or upload a text file")
-    p.add_argument("--upload", nargs=2, metavar=("NAME", "FILE"))
-    p.set_defaults(func=cmd_datasets)
+    add_dataset_commands(sub, _with_client)
     return parser
 
 

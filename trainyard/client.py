@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -183,10 +186,39 @@ class Client:
     def datasets(self) -> list[dict]:
         return self._call("GET", "/datasets")
 
-    def upload_dataset(self, name: str, path: Path) -> dict:
-        with open(path, "rb") as fh:
-            return self._call("POST", "/datasets", data={"name": name},
-                              files={"file": (Path(path).name, fh, "text/plain")})
+    def upload_dataset(self, name: str, path: str | Path, *, kind: str | None = None,
+                       channels: int | None = None, height: int | None = None,
+                       width: int | None = None, description: str = "") -> dict:
+        """Upload a file, or a folder (sent as a tar made on the fly in a temporary file), as
+        the next version of dataset `name`. The file is streamed, never read whole; the
+        answer says what the server found (kind, examples, classes, shape, sha256)."""
+        path = Path(path)
+        form = {"name": name, "kind": kind, "channels": channels, "height": height,
+                "width": width, "description": description or None}
+        data = {k: str(v) for k, v in form.items() if v is not None}
+        with contextlib.ExitStack() as stack:
+            if path.is_dir():
+                archive = stack.enter_context(tempfile.TemporaryFile())
+                with tarfile.open(fileobj=archive, mode="w") as tar:
+                    tar.add(path, arcname=path.name)
+                archive.seek(0)
+                upload = (f"{path.name}.tar", archive, "application/x-tar")
+            else:
+                upload = (path.name, stack.enter_context(open(path, "rb")),
+                          "application/octet-stream")
+            # no time limit: a large archive takes a while to send and to prepare
+            return self._call("POST", "/datasets", data=data, files={"file": upload},
+                              timeout=None)
+
+    def dataset(self, name: str, owner: str | None = None) -> dict:
+        """A dataset's versions (an upload) or its description (built-in)."""
+        params = {"owner": owner} if owner else {}
+        return self._call("GET", f"/datasets/{quote(name, safe='')}", params=params)
+
+    def delete_dataset(self, name: str, version: int, *, force: bool = False) -> None:
+        params = {"force": "true"} if force else {}
+        self._call("DELETE", f"/datasets/{quote(name, safe='')}/versions/{version}",
+                   params=params)
 
     def health(self) -> dict:
         return self._call("GET", "/healthz")

@@ -111,7 +111,8 @@ def _fork_spec(body: JobCreate, settings: Any, store: Any, principal: Principal,
             store, parent, fork.checkpoint, model=body.model,
             dataset=_dataset_columns(body, found)["dataset"],
             hyperparameters=hyperparameters, resume_optimizer=fork.resume_optimizer,
-            data_dir=settings.resolved_data_dir)
+            data_dir=settings.resolved_data_dir,
+            image_shape=image_shape(found) if found is not None else None)
     except SpecError as exc:
         raise _spec_error(exc) from exc
     return hyperparameters, columns

@@ -73,8 +73,11 @@ def create_sweep(body: SweepCreate, store: StoreDep, settings: SettingsDep, cele
         check_dataset_kind(body.model, body.dataset, found.kind)
     except SpecError as exc:
         raise invalid(("body", *str(exc.field).split(".")), exc.message) from exc
+    # An upload is pinned to the version it names now ("name@2"): every trial trains on it,
+    # whatever is uploaded while the sweep runs.
+    dataset = found.ref if found.source == "uploaded" else spec.dataset
     sweep = store.create_sweep(
-        owner=principal.owner, name=body.name, model=spec.model, dataset=spec.dataset,
+        owner=principal.owner, name=body.name, model=spec.model, dataset=dataset,
         hyperparameters=spec.hyperparameters, space=spec.space_json(), method=spec.method,
         objective_metric=spec.objective_metric, objective_goal=spec.objective_goal,
         max_trials=spec.max_trials, max_concurrent=spec.max_concurrent,

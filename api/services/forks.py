@@ -40,9 +40,11 @@ def fork_hyperparameters(parent: JobRecord, model: str, changes: dict[str, Any])
 
 def parent_columns(store: Store, parent: JobRecord, checkpoint_id: int | None, *, model: str,
                    dataset: str, hyperparameters: dict[str, Any], resume_optimizer: bool,
-                   data_dir: Path | None) -> dict[str, Any]:
+                   data_dir: Path | None,
+                   image_shape: tuple[int, int, int, int] | None = None) -> dict[str, Any]:
     """The fork's parent_* columns, once its checkpoint (`checkpoint_id`, or the parent's newest)
-    is found and fits the fork (`model`, `dataset`, validated `hyperparameters`)."""
+    is found and fits the fork (`model`, `dataset`, validated `hyperparameters`; an uploaded
+    image dataset's `image_shape` from its summary)."""
     if checkpoint_id is not None:
         found = store.get_checkpoint_data(parent.id, checkpoint_id)
         if found is None:
@@ -56,7 +58,8 @@ def parent_columns(store: Store, parent: JobRecord, checkpoint_id: int | None, *
                             f"job {parent.id} has no checkpoint to fork from yet (a run writes "
                             "one at the end of each epoch)")
     record, blob = found
-    problem = _misfit(blob, model, dataset, hyperparameters, resume_optimizer, data_dir)
+    problem = _misfit(blob, model, dataset, hyperparameters, resume_optimizer, data_dir,
+                      image_shape)
     if problem is not None:
         raise SpecError(FIELD, f"checkpoint {record.id} of job {parent.id} (epoch "
                                f"{record.epoch}) does not fit this job: {problem}")
@@ -78,7 +81,7 @@ def _differs(name: str, parent: Any, ours: Any, why: str = "") -> str | None:
 
 
 def _misfit(blob: bytes, model: str, dataset: str, hp: dict[str, Any], resume_optimizer: bool,
-            data_dir: Path | None) -> str | None:
+            data_dir: Path | None, image_shape: tuple[int, int, int, int] | None) -> str | None:
     """What keeps checkpoint `blob` from starting this job, in words; None when it fits."""
     from models.checkpoints import load_checkpoint, mismatch  # imports torch
 
@@ -108,5 +111,5 @@ def _misfit(blob: bytes, model: str, dataset: str, hp: dict[str, Any], resume_op
                 return problem
         shape = DataShape(vocab_size=int(ckpt["model_config"]["vocab_size"]))
     else:
-        shape = shape_for_dataset(model, hp, dataset, data_dir)
+        shape = shape_for_dataset(model, hp, dataset, data_dir, image_shape)
     return mismatch(ckpt, model, family(model).build_config(hp, shape))

@@ -60,3 +60,12 @@ def keyed_client(store, user_keys, api_settings: Settings) -> Iterator[TestClien
     settings = api_settings.model_copy(update={"require_keys": True})
     with TestClient(create_app(settings, store=store), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture
+def big_client(store, api_settings: Settings) -> Iterator[TestClient]:
+    """The keyless (local admin) app with room for image uploads (8 MiB)."""
+    settings = api_settings.model_copy(update={"max_upload_bytes": 8 * 2**20})
+    with TestClient(create_app(settings, store=store), raise_server_exceptions=False,
+                    base_url="http://127.0.0.1:8000") as client:
+        yield client

@@ -5,9 +5,7 @@ image uploads and their samples, failed uploads, and the upgrade of a database f
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -17,15 +15,6 @@ from db.store import Store
 from tests.integration.dataset_files import CORPUS_A, CORPUS_B, digits_zip, upload
 
 RNN = {"epochs": 1, "seq_len": 16, "hidden_size": 16, "embedding_dim": 8}
-
-
-@pytest.fixture
-def big_client(store, api_settings) -> Iterator[TestClient]:
-    """The keyless (local admin) app with room for image uploads."""
-    settings = api_settings.model_copy(update={"max_upload_bytes": 8 * 2**20})
-    with TestClient(create_app(settings, store=store), raise_server_exceptions=False,
-                    base_url="http://127.0.0.1:8000") as client:
-        yield client
 
 
 def chunk_count(store: Store) -> int:
