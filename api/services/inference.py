@@ -239,24 +239,51 @@ def load_model(app: Any, store: Any, job: JobRecord, checkpoint_id: int | None) 
     return inference_of(app).cache.get_or_load(("model", record.id, record.sha256), load)
 
 
+def _uploaded_version(app: Any, job: JobRecord):
+    """The uploaded dataset version a job trained on (its recorded version, or the `name@N`
+    a sweep's trial names), or None for a built-in dataset."""
+    name, version = job.dataset, job.dataset_version
+    if version is None and "@" in name:
+        name, _, number = name.partition("@")
+        version = int(number) if number.isdigit() else None
+    if version is None:
+        return None
+    record = app.state.store.get_dataset(name, job.owner, version)
+    if record is None:
+        raise NotFound(f"dataset {name}@{version}, which job {job.id} trained on, no longer "
+                       "exists")
+    return record
+
+
 def validation_images(app: Any, job: JobRecord):
     """The job's validation split (models.data.ImageData with only x_val / y_val filled,
-    CPU), cached: the split depends on the dataset and the job's seed only."""
+    CPU), cached: the split depends on the dataset (version) and the job's seed only. An
+    uploaded dataset is read from this machine's dataset cache, fetched once as a worker
+    would (worker/dataset_cache.py)."""
     settings = app.state.settings
     seed = int(job.hyperparameters.get("seed", 0))
+    upload = _uploaded_version(app, job)
 
     def load():
         import torch
 
         from models.data import ImageData, load_image_dataset
+        from models.prepared import load_prepared
+        from worker import dataset_cache
 
-        data = load_image_dataset(job.dataset, settings.resolved_data_dir, seed=seed)
+        if upload is not None:
+            cached = dataset_cache.ensure(app.state.store, upload, settings.home,
+                                          settings.dataset_cache_bytes)
+            data = load_prepared(cached.path, seed=seed)
+        else:
+            data = load_image_dataset(job.dataset, settings.resolved_data_dir, seed=seed)
         empty = torch.empty(0)
         kept = ImageData(empty, empty, data.x_val, data.y_val, data.num_classes,
                          data.channels, data.height, data.width)
         return kept, data.x_val.numel() * 4 + data.y_val.numel() * 8
 
-    return inference_of(app).cache.get_or_load(("validation", job.dataset, seed), load)
+    key = upload.sha256 if upload is not None else job.dataset
+    return inference_of(app).cache.get_or_load(("validation", key, seed), load)
 
 
 def require_model(job: JobRecord, allowed: tuple[str, ...], use: str) -> None:

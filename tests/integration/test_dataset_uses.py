@@ -44,3 +44,28 @@ def test_a_fork_of_a_job_on_an_upload_fits_its_parent(big_client, store, tmp_pat
                                       "from_checkpoint": {"job": parent["id"]}})
     assert fork.status_code == 201, fork.text
     assert runner.run(fork.json()["id"]) == "succeeded"
+
+
+def test_a_model_trained_on_an_upload_predicts_and_is_looked_inside(big_client, store,
+                                                                     tmp_path):
+    """Its validation images come from the upload (fetched into the API machine's dataset
+    cache), the same images the worker validated on."""
+    client = big_client
+    assert upload(client, "mine", digits_zip(), "digits.zip").status_code == 201
+    job = client.post("/jobs", json={"model": "cnn", "dataset": "mine", "device": "cpu",
+                                     "hyperparameters": {**TINY, "steps_per_epoch": 20}}).json()
+    runner = JobRunner(store, Settings(home=tmp_path / "w", metrics_flush_seconds=0.05),
+                       worker_name="w")
+    assert runner.run(job["id"]) == "succeeded"
+    mistakes = client.get(f"/jobs/{job['id']}/inspect/mistakes")
+    assert mistakes.status_code == 200, mistakes.text
+    found = mistakes.json()
+    [checkpoint] = store.list_checkpoints(job["id"])
+    wrong = round(found["validation_size"] * (1 - checkpoint.metrics["val_accuracy"]))
+    assert found["validation_size"] == 359 and abs(found["wrong"] - wrong) <= 1
+    maps = client.get(f"/jobs/{job['id']}/inspect/feature-maps", params={"index": 3})
+    assert maps.status_code == 200 and len(maps.json()["image"][0]) == 8
+    predicted = client.post(f"/jobs/{job['id']}/predict",
+                            json={"inputs": [maps.json()["image"]]})
+    assert predicted.status_code == 200
+    assert predicted.json()["predictions"][0]["label"] == maps.json()["predicted"]
