@@ -169,6 +169,13 @@ class GroupRanks(Ranks):
         if dist.is_initialized():
             dist.destroy_process_group()
 
+    def abort(self) -> None:
+        """Stop the group's pending work now. After a rank has died its collectives never
+        complete, and the group's threads (joined when the last reference goes: the DDP
+        reducer's, held by the exception's traceback) would wait out the timeout."""
+        if dist.is_initialized():
+            dist.distributed_c10d._abort_process_group()
+
 
 def join(rank: int, world_size: int, store: dist.Store, backend: str,
          timeout: datetime.timedelta = TIMEOUT) -> GroupRanks:

@@ -137,6 +137,7 @@ class _Group:
             except RuntimeError as exc:
                 cause = self._helper_failure(wait_s=2.0)
                 if cause is not None:  # the group broke because a helper went first
+                    ranks.abort()
                     raise RankFailed(self._message(cause)) from exc
                 raise
             finally:
