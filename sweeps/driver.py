@@ -69,15 +69,9 @@ def _end_if_done(store: Store, sweep: SweepRecord, trials: list[TrialRecord]) ->
 
 def upload_shape(store: Store, sweep: SweepRecord) -> tuple[int, int, int, int] | None:
     """(channels, height, width, classes) of the uploaded image dataset version a sweep is
-    pinned to ("name@2"), from its summary; None for a built-in dataset or text."""
-    name, _, version = sweep.dataset.partition("@")
-    if not version.isdigit():
-        return None
-    record = store.get_dataset(name, sweep.owner, int(version))
-    summary = record.summary if record is not None and record.kind == "images" else None
-    if not summary:
-        return None
-    return (summary["channels"], summary["height"], summary["width"], len(summary["classes"]))
+    pinned to ("name@2"); None for a built-in dataset or text."""
+    _, _, record = store.find_upload(sweep.dataset, sweep.owner)
+    return record.image_shape if record is not None else None
 
 
 def trial_hyperparameters(sweep: SweepRecord, proposed: dict[str, Any], settings: Any,

@@ -369,11 +369,8 @@ class JobRunner:
         The job trains on the version recorded at submit, never a newer one; a job without a
         recorded version (queued before migration 0013, a sweep's trial) on the newest, or
         on the `name@N` its dataset names."""
-        name, version = job.dataset, job.dataset_version
-        if version is None and "@" in name:
-            name, _, number = name.partition("@")
-            version = int(number) if number.isdigit() else None
-        record = self.store.get_dataset(name, job.owner, version)
+        name, version, record = self.store.find_upload(job.dataset, job.owner,
+                                                       job.dataset_version)
         if record is None:
             if version is not None:
                 raise ValueError(f"dataset {name}@{version} no longer exists (deleted after "

@@ -12,6 +12,7 @@ from api.schemas import ClassSamples, DatasetOut
 from core.settings import Settings
 from db.store import DatasetRecord, Store
 from db.store.datasets import CHUNK_BYTES
+from db.store.records import summary_image_shape
 from models.data import IMAGE_DATASETS, TEXT_DATASETS, builtin_datasets
 from models.prepared import read_header
 
@@ -66,14 +67,9 @@ def find_dataset(name: str, settings: Settings, store: Store, owner: str) -> Dat
 def image_shape(found: DatasetOut) -> tuple[int, int, int, int] | None:
     """(channels, height, width, classes) of an uploaded image dataset, from its summary, for
     the size check of a job before it is queued; None for anything else."""
-    summary = found.summary or {}
-    if found.kind != "images" or found.source != "uploaded":
+    if found.source != "uploaded":
         return None
-    try:
-        return (int(summary["channels"]), int(summary["height"]), int(summary["width"]),
-                len(summary["classes"]))
-    except (KeyError, TypeError, ValueError):
-        return None
+    return summary_image_shape(found.kind, found.summary)
 
 
 class ChunkedFile:

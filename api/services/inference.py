@@ -32,6 +32,7 @@ from fastapi import HTTPException, Request
 from api.errors import conflict, invalid, not_found
 from core.metrics import metric_goal
 from db.store import CheckpointRecord, JobRecord, NotFound
+from db.store.artifacts import best_checkpoint_of
 from models.registry import Family, family
 
 T = TypeVar("T")
@@ -175,17 +176,6 @@ class Loaded:
     nbytes: int
 
 
-def best_checkpoint(checkpoints: list[CheckpointRecord], fam: Family) -> CheckpointRecord:
-    """The checkpoint with the best headline metric (newest on a tie; the newest when none
-    has the metric)."""
-    name = fam.headline_metric
-    sign = -1.0 if metric_goal(name) == "min" else 1.0
-    scored = [c for c in checkpoints if isinstance(c.metrics.get(name), (int, float))]
-    if not scored:
-        return checkpoints[-1]
-    return max(scored, key=lambda c: (sign * float(c.metrics[name]), c.step, c.id))
-
-
 def choose_checkpoint(store: Any, job: JobRecord, checkpoint_id: int | None) -> CheckpointRecord:
     checkpoints = store.list_checkpoints(job.id)
     if checkpoint_id is not None:
@@ -196,7 +186,9 @@ def choose_checkpoint(store: Any, job: JobRecord, checkpoint_id: int | None) -> 
     if not checkpoints:
         raise NoCheckpoint(f"job {job.id} has no checkpoint yet: a job writes one at the end "
                            "of each epoch")
-    return best_checkpoint(checkpoints, family(job.model))
+    # the best by the headline metric (the one pruning keeps), else the newest
+    metric = family(job.model).headline_metric
+    return best_checkpoint_of(checkpoints, metric, metric_goal(metric)) or checkpoints[-1]
 
 
 _threads_set = False
@@ -240,16 +232,11 @@ def load_model(app: Any, store: Any, job: JobRecord, checkpoint_id: int | None) 
 
 
 def _uploaded_version(app: Any, job: JobRecord):
-    """The uploaded dataset version a job trained on (its recorded version, or the `name@N`
-    a sweep's trial names), or None for a built-in dataset."""
-    name, version = job.dataset, job.dataset_version
-    if version is None and "@" in name:
-        name, _, number = name.partition("@")
-        version = int(number) if number.isdigit() else None
-    if version is None:
-        return None
-    record = app.state.store.get_dataset(name, job.owner, version)
-    if record is None:
+    """The uploaded dataset version a job trained on, as its worker found it
+    (Store.find_upload), or None for a built-in dataset."""
+    name, version, record = app.state.store.find_upload(job.dataset, job.owner,
+                                                        job.dataset_version)
+    if record is None and version is not None:
         raise NotFound(f"dataset {name}@{version}, which job {job.id} trained on, no longer "
                        "exists")
     return record

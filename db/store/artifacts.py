@@ -4,7 +4,7 @@ db/store/datasets.py)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -26,6 +26,17 @@ def blob_columns(data: bytes) -> dict[str, Any]:
     detect a damaged or swapped blob)."""
     blob = bytes(data)
     return {"data": blob, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+def best_checkpoint_of(checkpoints: Iterable[Any], metric: str, goal: str) -> Any | None:
+    """The checkpoint (anything with `id`, `step`, `metrics`) with the best value of `metric`
+    ("min" or "max"), the latest on a tie; None when none has a value (NaN never wins). The one
+    rule for "the job's best checkpoint": pruning keeps it, predict and export default to it."""
+    sign = -1.0 if goal == "min" else 1.0
+    scored = [(sign * float(c.metrics[metric]), c.step, c.id, c) for c in checkpoints
+              if isinstance(c.metrics, dict) and isinstance(c.metrics.get(metric), (int, float))
+              and c.metrics[metric] == c.metrics[metric]]
+    return max(scored, key=lambda t: t[:3])[3] if scored else None
 
 
 class ArtifactsMixin:
@@ -130,11 +141,8 @@ class ArtifactsMixin:
     def _best_checkpoint_id(s: Session, job_id: int, metric: str, goal: str) -> int | None:
         rows = s.execute(select(Checkpoint.id, Checkpoint.step, Checkpoint.metrics)
                          .where(Checkpoint.job_id == job_id)).all()
-        sign = -1.0 if goal == "min" else 1.0
-        scored = [(sign * float(m[metric]), step, cid) for cid, step, m in rows
-                  if isinstance(m, dict) and isinstance(m.get(metric), (int, float))
-                  and m[metric] == m[metric]]  # NaN never wins
-        return max(scored)[2] if scored else None
+        best = best_checkpoint_of(rows, metric, goal)
+        return best.id if best is not None else None
 
     @classmethod
     def _prune_checkpoints(cls, s: Session, job_id: int, keep_last: int,

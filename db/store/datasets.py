@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from db.store.base import json_safe
 from db.store.errors import Conflict, DatasetQuotaExceeded, NotFound
-from db.store.records import DatasetRecord, record_of
+from db.store.records import DatasetRecord, record_of, split_ref
 from db.tables import DATASET_KINDS, LOCAL_OWNER, Dataset, DatasetChunk, Job, utcnow
 
 CHUNK_BYTES = 4 * 2**20
@@ -103,6 +103,15 @@ class DatasetsMixin:
                     else stmt.order_by(Dataset.version.desc()).limit(1))
             row = s.execute(stmt).first()
             return record_of(DatasetRecord, row) if row is not None else None
+
+    def find_upload(self, dataset: str, owner: str, version: int | None = None
+                    ) -> tuple[str, int | None, DatasetRecord | None]:
+        """What a job's (or sweep's) dataset names: (name, version, the version's record).
+        `version` is the job's recorded one; without it a `name@N` dataset names N, a bare name
+        the newest. The record is None for a built-in dataset, or a version since deleted."""
+        if version is None:
+            dataset, version = split_ref(dataset)
+        return dataset, version, self.get_dataset(dataset, owner, version)
 
     def iter_dataset_chunks(self, dataset_id: int) -> Iterator[bytes]:
         """The version's bytes in order, each chunk read by its own short query (no session

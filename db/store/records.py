@@ -102,6 +102,29 @@ class DatasetRecord(Record):
         """How a job names exactly this version: `name@2`."""
         return f"{self.name}@{self.version}"
 
+    @property
+    def image_shape(self) -> tuple[int, int, int, int] | None:
+        return summary_image_shape(self.kind, self.summary)
+
+
+def summary_image_shape(kind: str, summary: dict[str, Any] | None
+                        ) -> tuple[int, int, int, int] | None:
+    """(channels, height, width, classes) of an uploaded image dataset from its summary (what
+    ingest/ found), for sizing a job before its data is loaded; None for text or no summary."""
+    if kind != "images" or not summary:
+        return None
+    try:
+        return (int(summary["channels"]), int(summary["height"]), int(summary["width"]),
+                len(summary["classes"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def split_ref(dataset: str) -> tuple[str, int | None]:
+    """A stored dataset name as (name, version): `name@2` -> (name, 2), `name` -> (name, None)."""
+    name, _, version = dataset.partition("@")
+    return (name, int(version)) if version.isdigit() else (dataset, None)
+
 
 @dataclass(frozen=True)
 class ApiKeyRecord(Record):
