@@ -51,6 +51,9 @@ EXIT_GRACE_S = 30.0  # after the run, how long helpers may take to exit before b
 FAILED_GRACE_S = 3.0  # the same after a failed run (a helper may be stuck in a rendezvous)
 
 
+_BROKEN: list[BaseException] = []  # see _Group.run
+
+
 class RankFailed(RuntimeError):
     """A helper rank of a multi-process job died or failed; the job fails with this."""
 
@@ -138,6 +141,9 @@ class _Group:
                 cause = self._helper_failure(wait_s=2.0)
                 if cause is not None:  # the group broke because a helper went first
                     ranks.abort()
+                    # Kept, never freed: freeing it frees the DDP reducer, whose gloo group
+                    # joins threads that can wait out the 30-minute timeout (seen in CI).
+                    _BROKEN.append(exc)
                     raise RankFailed(self._message(cause)) from exc
                 raise
             finally:
