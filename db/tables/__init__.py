@@ -25,6 +25,7 @@ from db.tables.base import (
 )
 from db.tables.confusion import ConfusionMatrix
 from db.tables.jobs import ATTEMPT_OUTCOMES, Job, JobAttempt
+from db.tables.logs import JobLog
 from db.tables.metrics import (
     COARSE_BLOCK_STEPS,
     COARSE_ROLLUP_BLOCKS,
@@ -44,7 +45,8 @@ __all__ = [
     "JOB_STATUSES", "LOCAL_OWNER", "MAX_JOB_GPUS", "NAMING_CONVENTION", "PRIORITY_MAX",
     "PRIORITY_MIN",
     "ROLLUP_BLOCK_STEPS", "SWEEP_METHODS", "SWEEP_STATUSES", "ApiKey", "Base", "BigIntPK",
-    "Checkpoint", "ConfusionMatrix", "Dataset", "DatasetChunk", "Job", "JobAttempt", "JobText", "JSONType",
+    "Checkpoint", "ConfusionMatrix", "Dataset", "DatasetChunk", "Job", "JobAttempt", "JobLog",
+    "JobText", "JSONType",
     "Metric",
     "MetricRollup", "MetricRollupCoarse", "SeriesSummary", "Sweep", "UTCDateTime",
     "WebSession", "Worker", "utcnow",
