@@ -60,9 +60,22 @@ from db.store.workers import WorkersMixin
 from db.tables import JOB_STATUSES, LOCAL_OWNER
 
 
-class Store(JobsMixin, SchedulingMixin, PreemptionMixin, QueueMixin, MetricsMixin,
-            SeriesMixin, SummariesMixin, ArtifactsMixin, DatasetsMixin, ConfusionMixin, WorkersMixin, KeysMixin,
-            SweepsMixin, StoreBase):
+class Store(
+    JobsMixin,
+    SchedulingMixin,
+    PreemptionMixin,
+    QueueMixin,
+    MetricsMixin,
+    SeriesMixin,
+    SummariesMixin,
+    ArtifactsMixin,
+    DatasetsMixin,
+    ConfusionMixin,
+    WorkersMixin,
+    KeysMixin,
+    SweepsMixin,
+    StoreBase,
+):
     """Database access for jobs, metrics, texts, checkpoints, datasets, workers and keys.
 
     `Store(url)` opens an engine (see `db.session.make_engine`); call `migrate()` once at
