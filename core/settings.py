@@ -261,6 +261,15 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    # ---- operations: Prometheus metrics (GET /metrics) ----
+
+    # ---- operations: webhooks ----
+
+    # ---- operations: job logs ----
+
+    # ---- operations: data lifecycle (deletion, retention, usage) ----
+
+
     # ---- derived values: every default path hangs off `home` ----
     @property
     def resolved_database_url(self) -> str:
