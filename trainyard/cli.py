@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import socket
@@ -14,9 +13,12 @@ import time
 
 import httpx
 
+from core.logging_setup import LOG_LEVELS, configure_logging
 from core.settings import Settings, get_settings
 from trainyard.client import FINISHED, ApiError, Client
 from trainyard.dataset_commands import add_dataset_commands
+from trainyard.webhook_commands import add_webhook_commands  # webhooks (issue 16)
+from trainyard.log_commands import add_log_commands
 from trainyard.model_commands import add_model_commands
 from trainyard.sweep_commands import add_sweep_commands
 from trainyard.worker_pool import SUPERVISED_ENV
@@ -45,9 +47,13 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     port = args.port or settings.api_port
     # The app decides whether keys are required from the address it is bound to.
     settings = settings.model_copy(update={"api_host": host})
-    log_level = settings.log_level.lower()
+    log_level = getattr(args, "server_log_level", None) or settings.log_level.lower()
+    # uvicorn's loggers write through ours (core/logging_setup.py): log_config=None. A line
+    # per request only where asked for: `trainyard api` yes, `up` (a person's terminal) at DEBUG.
+    access_log = getattr(args, "access_log", True)
     if args.workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                    log_config=None, access_log=access_log)
         return 0
     # Several processes on one socket. Each builds its app from TRAINYARD_* (uvicorn starts
     # them from an import string), so what the command line chose goes through the
@@ -69,8 +75,11 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     finally:
         store.close()
+    # GET /metrics sums the request figures of every process from files in this folder.
+    from api.request_metrics import prepare_multiprocess_dir
+    prepare_multiprocess_dir(settings.home, port)
     uvicorn.run("trainyard.cli:api_worker_app", factory=True, workers=args.workers, host=host,
-                port=port, log_level=log_level)
+                port=port, log_level=log_level, log_config=None, access_log=access_log)
     return 0
 
 
@@ -80,8 +89,7 @@ def api_worker_app():
     from api.main import create_app
 
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
 
 
@@ -184,6 +192,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
         torch.set_num_threads(settings.torch_threads)
     argv = [
+        # -q: no banner (the line printed below says what a person needs), except at DEBUG
+        *(["-q"] if settings.log_level != "DEBUG" else []),
         "worker",
         "--pool=solo",  # one job per worker process: scale with more workers, not threads
         "--concurrency=1",
@@ -203,6 +213,35 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def up_banner(settings: Settings) -> str:
+    """What a person needs from `trainyard up`: where to go, whether keys are needed, where
+    everything is kept."""
+    from api.lifespan import redacted_url
+    from api.security import keys_required
+
+    url = settings.resolved_api_url
+    if keys_required(settings):
+        keys = "required: sign in on the dashboard, or send Authorization: Bearer <key>"
+    else:
+        keys = (f"not required: the API listens on {settings.api_host} only, so anyone on "
+                "this machine can use it")
+    broker = (f"embedded, in {settings.broker_dir}" if settings.embedded_broker
+              else "redis")
+    rows = [
+        ("dashboard", f"{url}/"),
+        ("API docs", f"{url}/docs"),
+        ("keys", keys),
+        ("database", redacted_url(settings.resolved_database_url)),
+        ("queue", broker),
+        ("state", f"{settings.home} (datasets cache, broker, compiled kernels)"),
+        ("job logs", "`trainyard logs JOB -f`, or the job's page"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(["Trainyard is up (embedded): API, dashboard and one worker", *lines,
+                      "  stop with Ctrl-C"])
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     """Embedded mode: API + dashboard in this process, one supervised worker beside it."""
     from trainyard.supervisor import Supervisor
@@ -218,14 +257,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     env[SUPERVISED_ENV] = "1"
     worker = Supervisor("worker", lambda: subprocess.Popen(
         [sys.executable, "-m", "trainyard", "worker"], env=env, start_new_session=True)).start()
-    print(
-        f"Trainyard is up (embedded): dashboard and API at {settings.resolved_api_url}/ , "
-        f"docs at /docs\n  database: {settings.resolved_database_url}\n"
-        f"  state: {settings.home}\n  stop with Ctrl-C",
-        flush=True,
-    )
+    print(up_banner(settings), flush=True)
     try:
-        return cmd_api(argparse.Namespace(host=None, port=settings.api_port, workers=1), settings)
+        # uvicorn's start-up lines repeat the banner: below DEBUG, only its warnings.
+        debugging = settings.log_level == "DEBUG"
+        return cmd_api(argparse.Namespace(host=None, port=settings.api_port, workers=1,
+                                          access_log=debugging,
+                                          server_log_level=None if debugging else "warning"),
+                       settings)
     finally:
         worker.stop()
 
@@ -474,6 +513,9 @@ def cmd_workers(args, settings) -> int:
 # ---------------------------------------------------------------- argument parsing
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainyard", description=__doc__)
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                        help="least severe log lines shown (default INFO, or "
+                        "TRAINYARD_LOG_LEVEL); TRAINYARD_LOG_FORMAT=json for JSON lines")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("up", help="embedded mode: API, dashboard and a worker on this machine")
@@ -563,15 +605,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_commands(sub, _with_client)
     add_model_commands(sub, _with_client)
     add_dataset_commands(sub, _with_client)
+    add_webhook_commands(sub, _with_client)  # webhooks (issue 16)
+    add_log_commands(sub, _with_client)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.log_level:
+        # Through the environment, so the processes this one starts (up's worker) log alike.
+        os.environ["TRAINYARD_LOG_LEVEL"] = args.log_level.upper()
+        get_settings.cache_clear()
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request in the CLI
+    configure_logging(settings.log_level, settings.log_format)
     try:
         code = args.func(args, settings)
     except ApiError as exc:
