@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ from models.prepared import load_prepared
 from models.registry import FAMILIES, family, validate_hyperparameters
 from models.reporting import REPORT_EVERY_CUDA, Reporter
 
+log = logging.getLogger("trainyard.train")  # what a job's log shows of training
 SAMPLE_PROMPT_TOKENS = 16
 SAMPLE_TOKENS = {"char": 240, "word": 60}
 SAMPLE_TEMPERATURE = 0.8
@@ -483,6 +485,12 @@ def fit(
                        epochs, epochs * spe, at.step, first_step, ranks)
 
     step, start_batch = at.step, at.batch
+    if ranks.is_main:  # a line of the job's log (worker/job_log.py)
+        log.info("training %s on %s%s: %s parameters, %d epochs of %d steps, from epoch %d "
+                 "step %d", spec.model, device.type,
+                 f" ({ranks.world_size} processes)" if ranks.world_size > 1 else "",
+                 f"{sum(p.numel() for p in model.parameters()):,}", epochs, spe, at.epoch + 1,
+                 step)
     report.progress(at.epoch, step)
     for epoch in range(at.epoch, epochs):
         net.train()
@@ -494,6 +502,9 @@ def fit(
         for i in range(first_batch, spe):
             stop, save = _stop_here(cb, ranks, i, can_save=i > first_batch)
             if stop:
+                if ranks.is_main:
+                    log.info("stopping at epoch %d, step %d%s", epoch + 1, step,
+                             " with a checkpoint there" if save else "")
                 report.flush(epoch + 1)
                 final_metrics = report.with_train_loss(final_metrics)
                 if save:
@@ -526,6 +537,9 @@ def fit(
         if confusion is not None:  # before on_epoch: stored no later than its val_accuracy
             cb.on_confusion(epoch + 1, step, confusion)
         cb.on_epoch(epoch + 1, step, dict(metrics), texts)
+        if ranks.is_main:
+            log.info("epoch %d/%d done at step %d: %s", epoch + 1, epochs, step, ", ".join(
+                f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if "/" not in k))
         final_metrics = report.with_train_loss(dict(metrics))
         _save(cb, run, ranks, Position(epoch + 1, 0, step), final_metrics)
         report.epoch_done(epoch + 1, step)

@@ -20,6 +20,7 @@ from models.train import Callbacks
 from worker.db_writer import open_store_writer
 
 if TYPE_CHECKING:
+    from worker.job_log import JobLogCapture
     from worker.runner import Heartbeat
 
 log = logging.getLogger("trainyard.worker")
@@ -41,8 +42,10 @@ class PersistingCallbacks(Callbacks):
     def __init__(self, store: Store, job_id: int, settings: Settings, attempt: int | None = None,
                  heartbeat: Heartbeat | None = None, deadline: float | None = None,
                  judge_epoch: Callable[[int], bool] | None = None,
-                 best_metric: str | None = None):
+                 best_metric: str | None = None, job_log: JobLogCapture | None = None):
         self.store = store
+        # The job's log lines go with its metrics, through the same writer (worker/job_log.py)
+        self.job_log = job_log
         # Pruning keeps the checkpoint best by this metric (the family's headline one): the
         # one predict, generate and export use by default.
         goal = metric_goal(best_metric) if best_metric else None
@@ -78,6 +81,8 @@ class PersistingCallbacks(Callbacks):
         self._pending.extend((name, step, epoch, float(value), now) for name, value in metrics.items())
 
     def flush(self) -> None:
+        if self.job_log is not None:
+            self.job_log.send(self.writer)  # only queues them: written in order, elsewhere
         if self._pending:
             points, self._pending = self._pending, []
             self.writer.call("add_metrics", self.job_id, points)
@@ -127,6 +132,9 @@ class PersistingCallbacks(Callbacks):
         self.writer.call("add_checkpoint", self.job_id, epoch=epoch, step=step, data=blob,
                          metrics=metrics, keep_last=self.checkpoints_keep or None,
                          keep_best=self.keep_best)
+        size = len(blob) / 1024
+        log.info("job %s: checkpoint written at epoch %s, step %s (%s)", self.job_id, epoch,
+                 step, f"{size:.1f} KiB" if size < 1024 else f"{size / 1024:.1f} MiB")
 
     def on_progress(
         self, epoch: int, total_epochs: int, step: int, total_steps: int, eta_seconds: float | None
@@ -140,12 +148,21 @@ class PersistingCallbacks(Callbacks):
         """What the database answered since the last look (the writer never blocks here)."""
         for tag, value in self.writer.answers():
             if tag == "progress" and not value:
+                if not self._stop:
+                    log.info("job %s: no longer this attempt's to run (cancelled, or taken "
+                             "over): stopping at the next step", self.job_id)
                 self._stop = True
             elif tag == "signals":
                 status, preempt_requested_at = value
                 if status != JobStatus.RUNNING:
+                    if not self._stop:
+                        log.info("job %s is %s now: stopping at the next step", self.job_id,
+                                 status)
                     self._stop = True
                 elif preempt_requested_at is not None:
+                    if not self.preempted:
+                        log.info("job %s: preemption asked (a job of higher priority needs "
+                                 "this worker): stopping at the next step", self.job_id)
                     self.preempted = True
 
     def should_stop(self) -> bool:

@@ -30,6 +30,11 @@ attempts table records them: a lost worker's attempt counts until the reconciler
 that the job stops at the next step, checkpoints it and fails with the reason; a resumed job gets
 only what is left. Before training, the job's exact size (with the real vocabulary) is checked
 against the caps the API checked with an estimate (models/limits.py).
+
+The job's log: from its claim to its end, this thread's records of the `trainyard` loggers (the
+events below, and fit()'s) are captured (worker/job_log.py) and written through the run's
+writer with its metrics; each final transition is preceded by writing what is left, so a job
+seen ended has its whole log (GET /jobs/{id}/logs).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from sweeps import driver as sweep_driver
 from worker import dataset_cache, gpus
 from worker.db_writer import DatabaseWriteError, retry_while_unreachable
 from worker.distributed import fit_job
+from worker.job_log import JobLogCapture
 from worker.persistence import DRAINING, PersistingCallbacks
 
 log = logging.getLogger("trainyard.worker")
@@ -107,7 +113,8 @@ class Heartbeat:
                     self.lost.set()
                     return
             except Exception:  # noqa: BLE001 - keep beating; the next one may get through
-                log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+                log.warning("job %s: heartbeat failed", self.job_id, exc_info=True,
+                            extra={"job_id": self.job_id})  # in the job's log too
 
     def stop(self) -> None:
         self._stopped.set()
@@ -175,13 +182,21 @@ class JobRunner:
         """Run a job this worker has just claimed, with its lease renewed meanwhile; a sweep's
         trial that ended lets its sweep launch the next ones."""
         attempt = job.attempts
-        log.info("job %s (priority %s, owner %s) claimed by %s (attempt %s)", job.id,
-                 job.priority, job.owner, self.worker_name, attempt)
-        heartbeat = Heartbeat(self.store, job.id, attempt, self.settings.heartbeat_seconds).start()
+        # the job's log: this thread's records from here on (worker/job_log.py)
+        job_log = JobLogCapture(job.id, attempt, self.settings.job_log_level,
+                                self.settings.job_log_max_lines).attach()
         try:
-            outcome = self._run_claimed(job, attempt, heartbeat)
+            log.info("job %s (priority %s, owner %s) claimed by %s (attempt %s)", job.id,
+                     job.priority, job.owner, self.worker_name, attempt)
+            heartbeat = Heartbeat(self.store, job.id, attempt,
+                                  self.settings.heartbeat_seconds).start()
+            try:
+                outcome = self._run_claimed(job, attempt, heartbeat, job_log)
+            finally:
+                heartbeat.stop()
         finally:
-            heartbeat.stop()
+            job_log.detach()
+            self._write_log(job_log)  # what came after the final transition
         if job.sweep_id is not None:
             self._advance_sweep(job.sweep_id)
         return outcome
@@ -195,21 +210,37 @@ class JobRunner:
         except Exception:  # noqa: BLE001
             log.warning("sweep %s: could not launch its next trials", sweep_id, exc_info=True)
 
-    def _run_claimed(self, job, attempt: int, heartbeat: Heartbeat) -> str:
+    def _write_log(self, job_log: JobLogCapture) -> None:
+        """Write the job's captured lines now (the run's writer is closed, or never opened)."""
+        try:
+            job_log.write_now(self.store, self.settings.db_retry_seconds)
+        except Exception:  # noqa: BLE001 - a lost log line never fails the job
+            log.warning("job %s: could not write its log lines", job_log.job_id, exc_info=True)
+
+    def _end(self, job_log: JobLogCapture, transition, *args, **kwargs):
+        """The job's final transition (guarded; retried while the database is away), its log
+        written first: whoever sees the job end finds in its log how it ended."""
+        self._write_log(job_log)
+        return self._retry(transition, *args, **kwargs)
+
+    def _run_claimed(self, job, attempt: int, heartbeat: Heartbeat,
+                     job_log: JobLogCapture) -> str:
         job_id = job.id
         limit = self.settings.job_time_limit_seconds
         used = self._time_used(job_id, attempt)
         if used >= limit:  # resumed with no time left: fail without loading anything
             error = (f"time limit of {limit:g} s exceeded: earlier attempts ran for "
                      f"{used:.0f} s ({TIME_LIMIT_ENV})")
-            self._retry(self.store.finish_job, job_id, JobStatus.FAILED, error=error,
-                        attempt=attempt)
+            log.error("job %s failed: %s", job_id, error)
+            self._end(job_log, self.store.finish_job, job_id, JobStatus.FAILED, error=error,
+                      attempt=attempt)
             return Outcome.FAILED
         callbacks = PersistingCallbacks(self.store, job_id, self.settings, attempt=attempt,
                                         heartbeat=heartbeat,
                                         deadline=time.monotonic() + limit - used,
                                         judge_epoch=self._judge(job),
-                                        best_metric=_headline_metric(job.model))
+                                        best_metric=_headline_metric(job.model),
+                                        job_log=job_log)
         try:
             # The API checked the stored hyperparameters; the JobSpec is the one check on
             # this side (and fills in defaults a job stored without them lacks).
@@ -221,70 +252,86 @@ class JobRunner:
             )
             data = load_data(spec, self.settings.resolved_data_dir,
                              uploaded=self._uploaded_file(job))
+            log.info("job %s: data loaded: %s", job_id, _data_text(job, data))
             self._check_size(spec, data)
             latest = self._resume_point(job_id, attempt)
             resume_from = latest[1] if latest else None
             init_from = None
             if resume_from is not None:
                 # a fork's own checkpoints come first: an interrupted fork resumes from them
-                log.info("job %s resumes from checkpoint at epoch %s", job_id, latest[0].epoch)
+                log.info("job %s resumed from epoch %s, step %s (checkpoint %s)", job_id,
+                         latest[0].epoch, latest[0].step, latest[0].id)
             elif job.parent_checkpoint_id is not None:
                 init_from = self._parent_checkpoint(job)
+            else:
+                log.info("job %s started fresh (no checkpoint to resume from)", job_id)
             # "gpus": k > 1 trains on k processes, this one rank 0 (worker/distributed.py)
             result = fit_job(spec, callbacks, gpus=getattr(job, "gpus", 1) or 1, data=data,
                              resume_from=resume_from, init_from=init_from,
                              init_optimizer=job.resume_optimizer)
             callbacks.close()
         except Exception as exc:  # the job's own failure: record it, keep the worker alive
-            log.exception("job %s failed", job_id)
+            # the traceback, in the worker's log and the job's
+            log.exception("job %s failed: %s: %s", job_id, type(exc).__name__, exc)
             try:
                 callbacks.close()
             except Exception:
                 log.exception("job %s: could not write its last metrics after the failure", job_id)
             gpus.release_cached_memory()  # a job that ran out of GPU memory leaves none held
-            self._retry(self.store.finish_job, job_id, JobStatus.FAILED,
-                        error=_readable_error(exc), attempt=attempt)
+            self._end(job_log, self.store.finish_job, job_id, JobStatus.FAILED,
+                      error=_readable_error(exc), attempt=attempt)
             return Outcome.FAILED
+        return self._record_end(job, attempt, heartbeat, job_log, callbacks, result, limit)
 
-        if (callbacks.pruned and not heartbeat.lost.is_set()
-                and self._retry(self.store.finish_job, job_id, JobStatus.PRUNED,
-                                attempt=attempt)):
+    def _record_end(self, job, attempt: int, heartbeat: Heartbeat, job_log: JobLogCapture,
+                    callbacks: PersistingCallbacks, result, limit: float) -> str:
+        """The transition for how fit() ended, each said in the job's log first."""
+        job_id = job.id
+        if callbacks.pruned and not heartbeat.lost.is_set():
             log.info("job %s pruned by its sweep after epoch %s", job_id, result.epochs_done)
-            return Outcome.PRUNED
+            if self._end(job_log, self.store.finish_job, job_id, JobStatus.PRUNED,
+                         attempt=attempt):
+                return Outcome.PRUNED
         if result.status == FitEnd.COMPLETED:
-            if not self._retry(self.store.finish_job, job_id, JobStatus.SUCCEEDED,
-                               attempt=attempt):
+            log.info("job %s succeeded: %s", job_id, _metrics_text(result.final_metrics))
+            if not self._end(job_log, self.store.finish_job, job_id, JobStatus.SUCCEEDED,
+                             attempt=attempt):
                 log.warning("job %s completed here but was no longer ours (status %s)", job_id,
                             self.store.get_status(job_id))
                 return RunEnd.STOPPED
-            log.info("job %s succeeded: %s", job_id, result.final_metrics)
             return Outcome.SUCCEEDED
         if callbacks.timed_out:
             # result.epochs_done is the epoch in progress, 0-based; users count from 1.
             error = (f"time limit of {limit:g} s exceeded at epoch {result.epochs_done + 1}, "
                      f"step {result.steps_done} ({TIME_LIMIT_ENV})")
-            if self._retry(self.store.finish_job, job_id, JobStatus.FAILED, error=error,
-                           attempt=attempt):
-                log.info("job %s: %s", job_id, error)
+            log.error("job %s failed: %s", job_id, error)
+            if self._end(job_log, self.store.finish_job, job_id, JobStatus.FAILED, error=error,
+                         attempt=attempt):
                 return Outcome.FAILED
         if DRAINING.is_set() and not heartbeat.lost.is_set():
             # Every metric of the steps done is written (close() above); the job resumes from
             # its newest checkpoint on another worker, re-run steps replacing their rows.
-            if self._retry(self.store.requeue_job, job_id, outcome=Outcome.DRAINED,
-                           attempt=attempt):
-                log.info("job %s drained at step %s: back in the queue", job_id, result.steps_done)
+            log.info("job %s drained at step %s (this worker is shutting down): back in the "
+                     "queue", job_id, result.steps_done)
+            if self._end(job_log, self.store.requeue_job, job_id, outcome=Outcome.DRAINED,
+                         attempt=attempt):
                 return Outcome.DRAINED
         # Preempted: as a drain, but this worker stays (run_next claims the job that asked for
         # it). Guarded by the attempt, so a cancel that came meanwhile wins (stopped below).
-        if (callbacks.preempted and not heartbeat.lost.is_set()
-                and self._retry(self.store.requeue_job, job_id, outcome=Outcome.PREEMPTED,
-                                attempt=attempt)):
+        if callbacks.preempted and not heartbeat.lost.is_set():
             log.info("job %s preempted at step %s: back in the queue", job_id, result.steps_done)
-            return Outcome.PREEMPTED
+            if self._end(job_log, self.store.requeue_job, job_id, outcome=Outcome.PREEMPTED,
+                         attempt=attempt):
+                return Outcome.PREEMPTED
         # fit() stopped because should_stop() said so: cancelled, or taken from this worker
         # (or given back just as it was cancelled).
-        log.info("job %s stopped at epoch %s (status %s)", job_id, result.epochs_done,
-                 self.store.get_status(job_id))
+        status = self.store.get_status(job_id)
+        if status == JobStatus.CANCELLED:
+            log.info("job %s cancelled: stopped at epoch %s, step %s", job_id,
+                     result.epochs_done + 1, result.steps_done)
+        else:
+            log.info("job %s stopped at epoch %s (status %s)", job_id, result.epochs_done,
+                     status)
         return RunEnd.STOPPED
 
     def _parent_checkpoint(self, job) -> bytes:
@@ -399,6 +446,26 @@ def get_runner(worker_name: str, settings: Settings | None = None,
     settings = settings or get_settings()
     return JobRunner(store_for(settings.resolved_database_url), settings, worker_name, queues,
                      wake)
+
+
+def _metrics_text(metrics: dict) -> str:
+    shown = {k: v for k, v in metrics.items() if not k.startswith("grad_norm/")}
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in sorted(shown.items())) or "no metrics"
+
+
+def _data_text(job, data) -> str:
+    """What a job's data loading found, in one line: dataset (version) and its size."""
+    name = job.dataset
+    version = getattr(job, "dataset_version", None)
+    if version is not None and "@" not in name:
+        name = f"{name}@{version}"
+    if hasattr(data, "x_train"):
+        return (f"dataset {name}: {len(data.x_train):,} training and {len(data.x_val):,} "
+                f"validation images, {data.num_classes} classes, {data.channels} x "
+                f"{data.height} x {data.width}")
+    return (f"dataset {name}: {len(data.train_ids):,} training and {len(data.val_ids):,} "
+            f"validation tokens ({data.tokenizer} level, vocabulary {data.vocab_size:,})")
 
 
 def _headline_metric(model: str) -> str | None:

@@ -6,9 +6,12 @@ trainyard/local_service.py). Logs are printed when a test fails.
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
-from trainyard.local_service import LocalService
+from trainyard.local_service import LocalService, PostgresServer
 
 
 def _failed(request) -> bool:
@@ -40,6 +43,21 @@ def embedded_service(tmp_path, request):
         if _failed(request):
             print(service.logs())
         service.stop()
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of the test's own (initdb, pg_ctl), to stop and start at will."""
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("initdb/pg_ctl (PostgreSQL server binaries) are needed", pytrace=False)
+        pytest.skip("initdb/pg_ctl (PostgreSQL server binaries) not found")
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.hookimpl(hookwrapper=True)

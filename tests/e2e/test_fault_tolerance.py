@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from db.store import Store
-from trainyard.local_service import LocalService, PostgresServer, RedisServer, free_port
+from trainyard.local_service import LocalService, RedisServer, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -81,20 +81,6 @@ class Cluster(LocalService):
     def stop(self) -> None:
         super().stop()
         self.store.close()
-
-
-@pytest.fixture
-def own_postgres():
-    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("initdb/pg_ctl (PostgreSQL server binaries) are needed", pytrace=False)
-        pytest.skip("initdb/pg_ctl (PostgreSQL server binaries) not found")
-    server = PostgresServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.remove()
 
 
 @pytest.fixture
