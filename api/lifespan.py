@@ -15,6 +15,7 @@ from core.settings import Settings
 from db.store import Store
 from worker.celery_app import enqueue_job
 from worker.reconciler import Reconciler
+from worker.webhook_sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,13 @@ def make_lifespan(settings: Settings, store: Store, celery_app: Celery, *,
         reconciler = Reconciler(
             store, lambda job_id, device: enqueue_job(celery_app, job_id, device), settings
         ).start() if settings.reconcile_in_api else None
+        # The API sends the webhook outbox's due deliveries too when it reconciles.
+        webhooks = WebhookSender(store, settings).start() if settings.reconcile_in_api else None
         try:
             yield
         finally:
+            if webhooks is not None:
+                webhooks.stop()
             if reconciler is not None:
                 reconciler.stop()
             if owns_celery:

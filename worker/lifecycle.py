@@ -29,6 +29,7 @@ from worker.celery_app import enqueue_job, make_celery
 from worker.periodic import PeriodicThread
 from worker.reconciler import Reconciler
 from worker.runner import DRAINING, store_for
+from worker.webhook_sender import WebhookSender
 
 log = logging.getLogger("trainyard.worker")
 
@@ -100,13 +101,16 @@ class WorkerServices:
             store, lambda job_id, device: enqueue_job(publisher, job_id, device), settings)
         self.presence = PresenceBeat(store, name, queues, settings.heartbeat_seconds,
                                      settings.forget_workers_seconds)
+        self.webhooks = WebhookSender(store, settings)  # sends the webhook outbox
 
     def start(self) -> WorkerServices:
         self.presence.start()
         self.reconciler.start()
+        self.webhooks.start()
         return self
 
     def stop(self) -> None:
+        self.webhooks.stop()
         self.reconciler.stop()
         self.presence.stop()
 

@@ -239,6 +239,8 @@ class JobsMixin:
                     .values(ended_at=values["updated_at"], outcome=close_attempt)
                 )
                 self._release_worker(s, job_id, lost=close_attempt == "worker_lost")
+            if "status" in values:  # the event's outbox rows, same transaction
+                self._queue_job_event(s, row, reason=close_attempt)
             return record_of(JobRecord, row)
 
     def claim_job(self, job_id: int, worker: str, device_class: str | None = None

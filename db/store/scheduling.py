@@ -187,6 +187,7 @@ class SchedulingMixin:
             update(Worker).where(Worker.name == worker).values(
                 state=case((Worker.state == "draining", "draining"), else_="busy"),
                 job_id=job_id))
+        self._queue_job_event(s, row)  # job.started, same transaction
         return record_of(JobRecord, row)
 
     def set_priority(self, job_id: int, priority: int) -> JobRecord:

@@ -230,6 +230,8 @@ class SweepsMixin:
             except IntegrityError:  # another launcher took this number first
                 s.rollback()
                 return None
+            if error:  # a trial that could not run is job.failed
+                self._queue_job_event(s, job)
             return record_of(JobRecord, job)
 
     def finish_sweep(self, sweep_id: int, status: str, error: str | None = None) -> bool:
@@ -240,6 +242,8 @@ class SweepsMixin:
                                                  Sweep.status == "running")
                              .values(status=status, error=error, finished_at=now,
                                      updated_at=now))
+            if done.rowcount == 1:  # sweep.finished, same transaction
+                self._queue_sweep_event(s, sweep_id)
             return done.rowcount == 1
 
     def cancel_sweep(self, sweep_id: int) -> tuple[SweepRecord | None, list[int]]:
@@ -263,5 +267,8 @@ class SweepsMixin:
                 for job_id in cancelled:
                     self._release_worker(s, job_id, lost=False)
             s.flush()
+            # job.cancelled per trial and sweep.finished, same transaction
+            self._queue_jobs_event(s, sweep.owner, cancelled)
+            self._queue_sweep_event(s, sweep_id)
             return record_of(SweepRecord, sweep), cancelled
 
