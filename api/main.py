@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from api.errors import AUTH_RESPONSES, add_error_handlers
 from api.lifespan import make_lifespan
 from api.middleware import BodySizeLimit, SecurityHeaders
+from api.request_metrics import RequestMetrics, RequestMetricsMiddleware
 from api.routes import PROTECTED_ROUTERS, PUBLIC_ROUTERS
 from api.routes.dashboard import DASHBOARD_DIR
 from api.security import current_principal
@@ -59,6 +60,9 @@ def create_app(
         max_predict_bytes=settings.max_predict_bytes,
     )
     app.add_middleware(SecurityHeaders)
+    # Outermost: every answer is counted by route template (GET /metrics).
+    app.state.request_metrics = RequestMetrics()
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.request_metrics)
 
     authenticated = [Depends(current_principal)]
     for router in PROTECTED_ROUTERS:
