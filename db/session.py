@@ -50,6 +50,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        # A new file (no tables yet) gives deleted pages back on
+        # `PRAGMA incremental_vacuum` (db/store/lifecycle.py). Only then: on a file with
+        # tables the pragma changes nothing, and it would wait for the write lock.
+        if cursor.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None:
+            cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
         _use_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")

@@ -29,6 +29,9 @@ at once and each change is made by exactly one of them):
    one query on a small partial index; a failure here is logged and spoils no other step. Like
    recovery, it waits for the database to have answered for a whole lease after an outage.
 
+6. Retention (lifecycle; worker/retention.py): finished jobs older than their status's
+   TRAINYARD_RETENTION_*_DAYS are deleted, at most `retention_jobs_per_pass` per status.
+
 Recovery is the database's lease, never the broker's visibility timeout. After a pass that
 found the database unreachable, the reconciler requeues no lost job until the database has
 answered for a whole lease: an outage stops every heartbeat at once, and the workers, which kept
@@ -46,6 +49,7 @@ from core.settings import Settings
 from db.store import Store
 from sweeps import driver as sweep_driver
 from worker.periodic import PeriodicThread
+from worker.retention import apply_retention
 
 log = logging.getLogger("trainyard.reconciler")
 
@@ -62,6 +66,7 @@ class ReconcileReport:
     preempted: list[int] = field(default_factory=list)  # running jobs asked to stop
     launched: list[int] = field(default_factory=list)  # sweep trials launched
     summarised: list[int] = field(default_factory=list)  # finished runs' curves stored
+    retention_deleted: list[int] = field(default_factory=list)  # old finished jobs deleted by retention
 
 
 def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = True
@@ -104,6 +109,8 @@ def reconcile_once(store: Store, send, settings: Settings, recover_lost: bool = 
         # Not within a lease of an outage either: workers flush the points they buffered
         # meanwhile as soon as the database is back, and a summary must come after them.
         report.summarised = _summarise(store, settings)
+    if recover_lost:  # like recovery: not within a lease of an outage
+        report.retention_deleted = apply_retention(store, settings)
     return report
 
 

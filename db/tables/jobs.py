@@ -94,7 +94,9 @@ class Job(Base):
         {"info": {"pk_serves": (
             "One job by id (GET /jobs/{id}; every status change is UPDATE ... WHERE id = ?), "
             "and the unfiltered job list, newest first (ORDER BY id DESC, keyset pages "
-            "id < ?).")}},
+            "id < ?).")},
+         # SQLite never gives a deleted job's id again (0016).
+         "sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True, doc=(
