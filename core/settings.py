@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -259,16 +259,117 @@ class Settings(BaseSettings):
         description="Largest image (width x height, from its header, before decoding) that "
         "predict accepts: a decompression bomb is refused unread.",
     )
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO",
+        description="Least severe log records every process writes (`trainyard --log-level`).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text` for a person; `json`: one JSON object per line (time, level, "
+        "logger, message, process, traceback) for a log shipper.",
+    )
 
     # ---- operations: Prometheus metrics (GET /metrics) ----
+    metrics_token: SecretStr | None = Field(
+        default=None, min_length=32, repr=False,
+        description="A scrape token for GET /metrics (sent as 'Authorization: Bearer <token>') "
+        "when API keys are required; an admin API key works too. At least 32 characters.",
+    )
+    metrics_window_seconds: float = Field(
+        default=3600.0, gt=0, le=7 * 86400,
+        description="The window of the job duration and queue wait histograms of GET /metrics: "
+        "the jobs that finished (were first claimed) within the last this many seconds.",
+    )
+    metrics_probe_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=30,
+        description="How long GET /metrics waits for the database and the broker to answer "
+        "before it reports them unreachable.",
+    )
 
     # ---- operations: webhooks ----
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks go to loopback, link-local, private, reserved or multicast "
+        "addresses (refused by default, at registration and again before each send).",
+    )
+    webhooks_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120,
+        description="How long one delivery waits to connect and for the answer.",
+    )
+    webhooks_retry_base_seconds: float = Field(
+        default=10.0, gt=0,
+        description="The first retry's wait after a failed delivery; each next one doubles "
+        "(with jitter), up to TRAINYARD_WEBHOOKS_RETRY_MAX_SECONDS.",
+    )
+    webhooks_retry_max_seconds: float = Field(
+        default=3600.0, gt=0, description="The longest wait between two delivery attempts.",
+    )
+    webhooks_retry_for_seconds: float = Field(
+        default=24 * 3600.0, gt=0,
+        description="How long after the event a delivery is retried before it is marked failed.",
+    )
+    webhooks_poll_seconds: float = Field(
+        default=2.0, gt=0,
+        description="How often each worker (and the API, when it reconciles) looks for due "
+        "deliveries (one indexed query).",
+    )
+    webhooks_lease_seconds: float = Field(
+        default=60.0, gt=0,
+        description="How long a sender holds a delivery it is sending; a sender killed "
+        "mid-send leaves it to another after this (keep it above the timeout).",
+    )
+    webhooks_keep_seconds: float = Field(
+        default=30 * 24 * 3600.0, gt=0,
+        description="Delivered and failed deliveries older than this are deleted.",
+    )
+    webhooks_max_per_user: int = Field(
+        default=20, ge=1, description="Webhooks one user may register.",
+    )
 
     # ---- operations: job logs ----
+    job_log_max_lines: int = Field(
+        default=10_000, ge=10, le=10_000_000,
+        description="Lines kept per job log (GET /jobs/{id}/logs); past it the oldest are "
+        "deleted, a tenth at a time, and one marker line says how many were dropped.",
+    )
+    job_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="The lowest level of the records a job's log keeps (the worker's events "
+        "and what the training code logs).",
+    )
 
     # ---- operations: data lifecycle (deletion, retention, usage) ----
+    retention_failed_days: float | None = Field(
+        default=None, ge=0,
+        description="Delete failed jobs (with their metrics, checkpoints, logs) this many days "
+        "after they finished; 0 or unset keeps them forever.",
+    )
+    retention_cancelled_days: float | None = Field(
+        default=None, ge=0,
+        description="The same for cancelled jobs; 0 or unset keeps them forever.",
+    )
+    retention_succeeded_days: float | None = Field(
+        default=None, ge=0,
+        description="The same for succeeded jobs; 0 or unset keeps them forever.",
+    )
+    retention_pruned_days: float | None = Field(
+        default=None, ge=0,
+        description="The same for pruned sweep trials; 0 or unset keeps them forever.",
+    )
+    retention_jobs_per_pass: int = Field(
+        default=100, ge=1,
+        description="Most jobs one reconciler pass deletes per status by retention "
+        "(the rest go in the next passes).",
+    )
 
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _words_in_any_case(cls, value: object, info) -> object:
+        """`info`, `Info` and `INFO` are one level; `JSON` is `json`."""
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     # ---- derived values: every default path hangs off `home` ----
     @property

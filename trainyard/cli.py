@@ -17,10 +17,11 @@ from core.logging_setup import LOG_LEVELS, configure_logging
 from core.settings import Settings, get_settings
 from trainyard.client import FINISHED, ApiError, Client
 from trainyard.dataset_commands import add_dataset_commands
-from trainyard.webhook_commands import add_webhook_commands  # webhooks (issue 16)
+from trainyard.delete_commands import add_delete_commands
 from trainyard.log_commands import add_log_commands
 from trainyard.model_commands import add_model_commands
 from trainyard.sweep_commands import add_sweep_commands
+from trainyard.webhook_commands import add_webhook_commands
 from trainyard.worker_pool import SUPERVISED_ENV
 
 
@@ -605,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_commands(sub, _with_client)
     add_model_commands(sub, _with_client)
     add_dataset_commands(sub, _with_client)
-    add_webhook_commands(sub, _with_client)  # webhooks (issue 16)
+    add_delete_commands(sub, _with_client)
+    add_webhook_commands(sub, _with_client)
     add_log_commands(sub, _with_client)
     return parser
 

@@ -269,3 +269,59 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"sweep {sweep_id} still running after {timeout} s")
             time.sleep(poll)
+
+    # ---- job logs ----
+    def logs(self, job_id: int, after: int | None = None, limit: int | None = None) -> dict:
+        """The job's log lines after line id `after` (all from the start when None):
+        {"lines": [{"id", "time", "level", "source", "attempt", "message"}], "next_after",
+        "job_status"}; pass next_after as `after` to read only what came since."""
+        params: dict[str, Any] = {}
+        if after is not None:
+            params["after"] = after
+        if limit is not None:
+            params["limit"] = limit
+        return self._call("GET", f"/jobs/{job_id}/logs", params=params)
+
+    # ---- webhooks ----
+    def add_webhook(self, url: str, events: list[str], *, secret: str | None = None) -> dict:
+        """Register a webhook for your jobs' and sweeps' `events`; the answer holds its
+        signing `secret` (given or generated), shown this once."""
+        body: dict[str, Any] = {"url": url, "events": events}
+        if secret is not None:
+            body["secret"] = secret
+        return self._call("POST", "/webhooks", json=body)
+
+    def webhooks(self) -> list[dict]:
+        return self._call("GET", "/webhooks")
+
+    def delete_webhook(self, webhook_id: int) -> None:
+        self._call("DELETE", f"/webhooks/{webhook_id}")
+
+    def webhook_deliveries(self, webhook_id: int, *, limit: int = 50) -> list[dict]:
+        """The webhook's recent deliveries, newest first: status, attempts, last answer."""
+        return self._call("GET", f"/webhooks/{webhook_id}/deliveries", params={"limit": limit})
+
+    # ---- data lifecycle ----
+    def delete_job(self, job_id: int) -> dict:
+        """Delete a finished job with everything it left: {"id", "deleted", "seconds"}.
+        ApiError 409 for a queued or running job (cancel it first), a fork's parent or a
+        running sweep's trial; 404 for one you may not see."""
+        return self._call("DELETE", f"/jobs/{job_id}")
+
+    def delete_jobs(self, *, status: list[str] | None = None, model: str | None = None,
+                    older_than_days: float | None = None, sweep_id: int | None = None,
+                    owner: str | None = None, dry_run: bool = False) -> dict:
+        """Delete finished jobs matching every filter given (at least one):
+        {"matched", "deleted", "skipped": [{"id", "reason"}], "ids", "dry_run"}."""
+        body: dict[str, Any] = {"dry_run": dry_run}
+        for key, value in (("status", status), ("model", model), ("sweep_id", sweep_id),
+                           ("older_than_days", older_than_days), ("owner", owner)):
+            if value is not None:
+                body[key] = value
+        return self._call("POST", "/jobs/delete", json=body)
+
+    def usage(self, owner: str | None = None) -> dict:
+        """What each user stores: {"users": [{"owner", "jobs", "metric_points",
+        "checkpoint_bytes", "dataset_bytes", "log_lines", ...}], "database"}."""
+        params = {"owner": owner} if owner else {}
+        return self._call("GET", "/usage", params=params)

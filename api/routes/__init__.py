@@ -13,13 +13,18 @@ from api.routes import (
     inference,
     inspect,
     jobs,
+    lifecycle,
+    logs,
+    metrics,
     sweeps,
+    webhooks,
     workers,
 )
 
 # Behind an API key or dashboard session (api/security.py).
 PROTECTED_ROUTERS = (
     jobs.router,
+    logs.router,  # GET /jobs/{id}/logs
     inference.router,
     export.router,
     inspect.router,
@@ -29,12 +34,16 @@ PROTECTED_ROUTERS = (
     catalogue.router,
     datasets.router,
     workers.router,
+    webhooks.router,
+    lifecycle.router,  # DELETE /jobs/{id}, POST /jobs/delete, GET /usage
     docs.router,  # /openapi.json and /docs: not in the schema they serve
 )
 # /healthz for load balancers, the dashboard's static shell (it holds no data, and shows the
 # sign-in form), and /auth, whose routes check credentials themselves.
 PUBLIC_ROUTERS = (
     health.router,
+    # GET /metrics checks itself: an admin key or the scrape token, which is not an API key
+    metrics.router,
     auth.router,
     dashboard.router,  # before the /static mount: it serves /static/vendor/plotly.min.js
 )

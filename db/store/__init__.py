@@ -17,6 +17,10 @@
 - `workers`: what each worker is and does, for the health report, the scheduler, GET /workers
 - `keys`: API keys and dashboard sessions
 - `sweeps`: sweeps, the launch of their trials, and what a sweep decision reads
+- `logs`: a job's log lines, in order, bounded per job (GET /jobs/{id}/logs)
+- `lifecycle`: deleting finished jobs (one, by filter, retention), usage, space reclaim
+- `webhooks`: users' webhooks, the outbox of their deliveries, the senders' claims
+- `telemetry`: the figures of GET /metrics (Prometheus), read at scrape time
 - `records` and `errors`: what the store returns and raises
 
 Each public method is one short unit of work in its own transaction (`session_scope`), and
@@ -48,6 +52,8 @@ from db.store.errors import (
 )
 from db.store.jobs import JobsMixin
 from db.store.keys import KeysMixin
+from db.store.lifecycle import LifecycleMixin
+from db.store.logs import LogsMixin
 from db.store.metrics import MetricsMixin
 from db.store.preemption import PreemptionMixin
 from db.store.queue import QueueMixin
@@ -56,6 +62,8 @@ from db.store.scheduling import SchedulingMixin
 from db.store.series import SeriesMixin
 from db.store.summaries import SummariesMixin
 from db.store.sweeps import SweepRecord, SweepsMixin, TrialRecord
+from db.store.telemetry import TelemetryMixin
+from db.store.webhooks import WebhooksMixin
 from db.store.workers import WorkersMixin
 from db.tables import JOB_STATUSES, LOCAL_OWNER
 
@@ -74,6 +82,10 @@ class Store(
     WorkersMixin,
     KeysMixin,
     SweepsMixin,
+    LogsMixin,
+    LifecycleMixin,
+    WebhooksMixin,
+    TelemetryMixin,
     StoreBase,
 ):
     """Database access for jobs, metrics, texts, checkpoints, datasets, workers and keys.

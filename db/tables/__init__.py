@@ -38,6 +38,7 @@ from db.tables.metrics import (
     SeriesSummary,
 )
 from db.tables.sweeps import SWEEP_METHODS, SWEEP_STATUSES, Sweep
+from db.tables.webhooks import WEBHOOK_EVENTS, Webhook, WebhookDelivery
 from db.tables.workers import Worker
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "Metric",
     "MetricRollup", "MetricRollupCoarse", "SeriesSummary", "Sweep", "UTCDateTime",
     "WebSession", "Worker", "utcnow",
+    "WEBHOOK_EVENTS", "Webhook", "WebhookDelivery",
 ]

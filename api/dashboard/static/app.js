@@ -25,6 +25,7 @@ const routes = [
   { pattern: /^\/datasets$/, nav: "datasets", load: () => import("./js/datasets.js") },
   { pattern: /^\/datasets\/([^/?]+)$/, nav: "datasets", load: () => import("./js/dataset.js") },
   { pattern: /^\/workers$/, nav: "workers", load: () => import("./js/workers.js") },
+  { pattern: /^\/usage$/, nav: "usage", load: () => import("./js/usage.js") }, // lifecycle
 ];
 
 let unmount = null;

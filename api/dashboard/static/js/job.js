@@ -12,6 +12,8 @@ import {
   scrollTable, setText, statusBadge, updateProgress,
 } from "./dom.js";
 import { createInside } from "./inside.js";
+import { mountDelete } from "./jobdelete.js"; // lifecycle: the Delete button of a finished job
+import { mountLogs } from "./logs.js"; // the "Logs" panel: follows the job's log live
 import { navigate } from "./router.js";
 import { REFRESH_MS, selection } from "./state.js";
 
@@ -253,6 +255,7 @@ function renderJob(page, job) {
   setText(ui.title, `#${job.id} ${job.name || ""}`);
   ui.badge.replaceChildren(statusBadge(job.status));
   ui.cancel.hidden = !ACTIVE.has(job.status);
+  if (page.deleteButton) page.deleteButton.update(job); // lifecycle
   ui.priority.closest(".priority-control").hidden = !ACTIVE.has(job.status);
   if (!ui.priority.dataset.editing) ui.priority.value = String(job.priority ?? 0);
   renderQueue(ui, job);
@@ -413,6 +416,8 @@ export async function mount(view, { match }) {
   const inside = createInside(jobId);
   const page = { view, jobId, inside, ui: buildPage(view, inside.root), configShown: false, finalFetchDone: false };
   wire(page);
+  mountLogs(view, jobId); // stops by itself when the page is left
+  page.deleteButton = mountDelete(view, jobId); // lifecycle
   loadPlotly().catch((exc) => showError(exc.message));
   const stop = poll(() => refresh(page), REFRESH_MS);
   return () => {
