@@ -82,15 +82,17 @@ def test_a_failing_jobs_log_holds_its_traceback(store, tmp_path):
 
 
 def test_logs_stay_in_order_across_a_drain_and_its_resume(store, tmp_path):
-    job = new_job(store, epochs=12)
+    # Long enough that the drain lands in the middle on a loaded machine (the first checkpoint
+    # comes after ~2 % of the run), short enough that the resumed attempt is quick.
+    job = new_job(store, epochs=60)
 
-    def sigterm_after_two_checkpoints():  # what the worker_shutting_down signal does
+    def sigterm_after_a_checkpoint():  # what the worker_shutting_down signal does
         deadline = time.monotonic() + 60
-        while len(store.list_checkpoints(job.id)) < 2 and time.monotonic() < deadline:
+        while not store.list_checkpoints(job.id) and time.monotonic() < deadline:
             time.sleep(0.005)
         runner_module.DRAINING.set()
 
-    thread = threading.Thread(target=sigterm_after_two_checkpoints)
+    thread = threading.Thread(target=sigterm_after_a_checkpoint)
     thread.start()
     try:
         assert JobRunner(store, settings(tmp_path), "first").run(job.id) == "drained"
@@ -115,7 +117,7 @@ def test_logs_stay_in_order_across_a_drain_and_its_resume(store, tmp_path):
     assert resumed is not None
     resume_line = second[index_of(second, "resumed from epoch")]["message"]
     epoch = int(resume_line.split("resumed from epoch ")[1].split(",")[0])
-    assert epoch >= 2
+    assert epoch >= 1
     assert not any("started fresh" in m for m in messages(second))
     assert f"job {job.id} succeeded" in second[-1]["message"]
 
@@ -283,6 +285,8 @@ def test_a_preempted_jobs_log_says_why_it_stopped(store, tmp_path):
     thread.join()
     lines = store.job_log_lines(job.id)
     at = index_of(lines, "preemption asked (a job of higher priority needs this worker)")
-    at = index_of(lines, "with a checkpoint there", at + 1)
+    # where it stopped: mid-epoch "with a checkpoint there", or at an epoch's first step, where
+    # the epoch's own checkpoint is the resume point
+    at = index_of(lines, "stopping at epoch", at + 1)
     assert index_of(lines, "preempted at step", at + 1) == len(lines) - 1
     assert store.get_status(job.id) == "queued"
