@@ -96,11 +96,6 @@ def usage(store: StoreDep, principal: PrincipalDep,
           ) -> UsageOut:
     if owner is not None and not principal.is_admin and owner != principal.owner:
         raise forbidden("only an admin may see another user's usage")
-    who = owner if owner is not None else principal.owner_filter
-    users = store.usage(who)
-    if who is not None and who not in users:
-        users[who] = {"owner": who, "jobs": {}, "jobs_total": 0, "metric_points": 0,
-                      "checkpoints": 0, "checkpoint_bytes": 0, "datasets": 0,
-                      "dataset_bytes": 0, "log_lines": 0}
+    users = store.usage(owner if owner is not None else principal.owner_filter)
     return UsageOut(users=list(users.values()),
                     database=store.sqlite_space() if principal.is_admin else {})

@@ -1,5 +1,6 @@
-"""Request and response bodies of the HTTP API (pydantic v2), one module per
-resource (common, jobs, confusion, compare, sweeps, datasets, service), all importable from here.
+"""Request and response bodies of the HTTP API (pydantic v2), one module per resource
+(common, jobs, confusion, compare, sweeps, datasets, service, inference, inspect, logs,
+webhooks, lifecycle); those of the first seven are importable from here too.
 
 Field names here are a contract: the dashboard, the CLI and users' scripts read them, and
 none of them is deployed in step with the server. Add fields freely; rename or remove none.

@@ -306,7 +306,8 @@ class LifecycleMixin:
     def usage(self, owner: str | None = None) -> dict[str, dict[str, Any]]:
         """Per owner: jobs by status, metric points, checkpoints (count, bytes), dataset
         bytes, log lines. One grouped query per table, each on an index or a small table;
-        metric points from the coarse rollups (see metric_points_of)."""
+        metric points from the coarse rollups (see metric_points_of). A named `owner` has a
+        row even when they store nothing."""
         users: dict[str, dict[str, Any]] = {}
 
         def row(who: str) -> dict[str, Any]:
@@ -344,6 +345,8 @@ class LifecycleMixin:
                     select(Job.owner, func.count()).join(JobLog, JobLog.job_id == Job.id),
                     Job.owner).group_by(Job.owner)):
                 row(who)["log_lines"] = int(n)
+        if owner is not None:
+            row(owner)
         return dict(sorted(users.items()))
 
     # ---- space ----

@@ -30,6 +30,7 @@ from sqlalchemy import and_, func, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from core.states import ACTIVE, DEVICES, FINISHED, JobStatus
+from db.store.workers import worker_state
 from db.tables import Job, JobAttempt, Metric, Worker, utcnow
 
 # The throughput series a run writes every step (models/train.py): classifiers count samples,
@@ -186,16 +187,13 @@ class TelemetryMixin:
                        lease_seconds: float) -> dict[tuple[str, str], int]:
         """Workers per (device class, state): idle, busy, draining, lost (not seen for a
         lease), stopped (shut down cleanly, not yet forgotten)."""
-        cutoff = now - dt.timedelta(seconds=lease_seconds)
         figures = {(cls, state): 0 for cls in ("cpu", "cuda") for state in WORKER_STATES}
         rows = s.execute(select(Worker.device_class, Worker.state, Worker.seen_at,
                                 Worker.stopped_at)).all()
         for device_class, state, seen_at, stopped_at in rows:
-            if stopped_at is not None:
-                state = "stopped"
-            elif seen_at < cutoff:
-                state = "lost"
-            key = (device_class, state)
+            shown = ("stopped" if stopped_at is not None
+                     else worker_state(state, seen_at, now, lease_seconds))
+            key = (device_class, shown)
             figures[key] = figures.get(key, 0) + 1
         return figures
 

@@ -136,6 +136,13 @@ class WorkersMixin:
         return health
 
 
+def worker_state(state: str, seen_at: dt.datetime, now: dt.datetime,
+                 lease_seconds: float) -> str:
+    """A worker's state as shown: as stored (idle, busy, draining), or `lost` when it has not
+    been seen for `lease_seconds`."""
+    return "lost" if (now - seen_at).total_seconds() > lease_seconds else state
+
+
 def _worker_record(worker: Worker, job_owner: str | None, now: dt.datetime,
                    lease_seconds: float) -> WorkerRecord:
     """The record of a `workers` row read at `now`: `lost` past the lease."""
@@ -145,7 +152,7 @@ def _worker_record(worker: Worker, job_owner: str | None, now: dt.datetime,
         queues=tuple(filter(None, worker.queues.split(","))),
         device_class=worker.device_class, gpu_name=worker.gpu_name,
         gpu_memory_bytes=worker.gpu_memory_bytes, torch_version=worker.torch_version,
-        state="lost" if seen_ago > lease_seconds else worker.state,
+        state=worker_state(worker.state, worker.seen_at, now, lease_seconds),
         job_id=worker.job_id, job_owner=job_owner if worker.job_id is not None else None,
         started_at=worker.started_at, seen_at=worker.seen_at, seen_seconds_ago=seen_ago,
         jobs_done=worker.jobs_done, infra_failures=worker.infra_failures,
