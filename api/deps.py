@@ -1,8 +1,10 @@
 """Dependencies of the routes, in the style of full-stack-fastapi-template.
 
 The app built by `create_app` holds one Settings, one Store, one Celery app and the cache of
-finished runs' curves on `app.state`; routes ask for them, for the caller (api/security.py) and for the job named in
-their path with the `*Dep` annotations below.
+finished runs' curves on `app.state`; routes ask for them, for the caller (api/security.py)
+and for the job named in their path with the `*Dep` annotations below. The getters of
+`app.state` are async: FastAPI runs a plain `def` dependency on a worker thread, a hop that
+cost more than the attribute read itself.
 """
 
 from __future__ import annotations
@@ -21,19 +23,19 @@ from core.settings import Settings
 from db.store import JobRecord, Store
 
 
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
-def get_series_cache(request: Request) -> FinishedSeriesCache:
+async def get_series_cache(request: Request) -> FinishedSeriesCache:
     return request.app.state.series_cache
 
 
@@ -48,13 +50,17 @@ SeriesCacheDep = Annotated[FinishedSeriesCache, Depends(get_series_cache)]
 # would answer them with "integer out of range" (a 500), so they get a 404 before any query.
 
 
-def get_job_or_404(job_id: int, store: StoreDep, principal: PrincipalDep) -> JobRecord:
+def visible_job(store: Store, principal: Principal, job_id: int) -> JobRecord:
     """The job, if it exists and the caller may see it; else the same 404 either way, so
     another user's job ids reveal nothing."""
     job = store.get_job(job_id) if 1 <= job_id <= MAX_ID else None
     if job is None or not principal.can_see(job.owner):
         raise job_not_found(job_id)
     return job
+
+
+def get_job_or_404(job_id: int, store: StoreDep, principal: PrincipalDep) -> JobRecord:
+    return visible_job(store, principal, job_id)
 
 
 JobDep = Annotated[JobRecord, Depends(get_job_or_404)]

@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import forbidden, unauthorized
 from core.settings import Settings
@@ -184,8 +185,18 @@ def _check_local_request(request: Request) -> None:
         raise forbidden("cross-site request refused (Origin does not match Host)")
 
 
-def current_principal(request: Request) -> Principal:
-    """Dependency of every protected route (as PrincipalDep in api/deps.py)."""
+async def current_principal(request: Request) -> Principal:
+    """Dependency of every protected route (as PrincipalDep in api/deps.py).
+
+    Async so that a keyless request (nothing to look up) costs no worker-thread hop; a key or
+    session is looked up in the database on a worker thread."""
+    if request.headers.get("authorization") is None and not request.cookies.get(SESSION_COOKIE):
+        return resolve_principal(request)
+    return await run_in_threadpool(resolve_principal, request)
+
+
+def resolve_principal(request: Request) -> Principal:
+    """The caller, or 401/403: `current_principal`'s work, for callers outside dependencies."""
     principal = authenticate(request)
     if principal is not None:
         return principal

@@ -2,8 +2,10 @@
 
 Two servers run side by side with the same uvicorn settings (`uvicorn.run` defaults, the
 service's log level, access log on) and the same number of worker processes: `trainyard api
---workers W` on a throw-away PostgreSQL database holding one finished job with 3 series x
-`--steps` points (train_loss, lr, samples_per_s, written through Store.add_metrics), and a bare
+--workers W` on a throw-away PostgreSQL database holding two jobs with 3 series x `--steps`
+points each (train_loss, lr, samples_per_s, written through Store.add_metrics), one finished
+an hour ago (its curves settled: kept by the API) and one running (downsampled on every
+request, what a live job page's polls cost), and a bare
 FastAPI app answering a constant JSON object. A load generator in its own process keeps
 `--connections` keep-alive HTTP/1.1 connections busy (asyncio, a minimal client: the client's
 own cost per request is small and the same for every endpoint) for `--seconds` per
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import multiprocessing as mp
 import os
 import shutil
@@ -38,6 +41,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import common
 from common import Postgres, percentile, run_header, write_results
 from fastapi import FastAPI
+from sqlalchemy import update
 
 # The bare endpoint: what FastAPI + uvicorn cost with no work behind them.
 bare_app = FastAPI()
@@ -166,8 +170,12 @@ def servers(url: str, workers: int, home: Path):
                 proc.wait()
 
 
-def seed_job(store, steps: int) -> int:
-    """A finished job with 3 series of `steps` points, written as a worker writes them."""
+def seed_job(store, steps: int, finish: bool = True) -> int:
+    """A job with 3 series of `steps` points, written as a worker writes them: finished an
+    hour ago (a settled run, whose curves the API keeps), or still running (`finish` false:
+    its curves are downsampled afresh on every request)."""
+    from db.tables import Job, utcnow
+
     job = store.create_job("mlp", "digits", {"epochs": 10}, device="cpu", name="capacity")
     store.claim_job(job.id, "bench-capacity")
     per_epoch = max(1, steps // 10)
@@ -178,12 +186,17 @@ def seed_job(store, steps: int) -> int:
             points += [("train_loss", step, epoch, 2.3 / (1 + step * 1e-3)),
                        ("lr", step, epoch, 1e-3), ("samples_per_s", step, epoch, 15000.0)]
         store.add_metrics(job.id, points)
-    store.finish_job(job.id, "succeeded")
+    if finish:
+        store.finish_job(job.id, "succeeded")
+        with store.engine.begin() as conn:
+            conn.execute(update(Job).where(Job.id == job.id)
+                         .values(finished_at=utcnow() - dt.timedelta(hours=1)))
     return job.id
 
 
-def run_workers(url: str, job_id: int, workers: int, args, home: Path) -> dict:
-    paths = {"bare": "/bare", "job": f"/jobs/{job_id}", "metrics": f"/jobs/{job_id}/metrics"}
+def run_workers(url: str, job_id: int, live_id: int, workers: int, args, home: Path) -> dict:
+    paths = {"bare": "/bare", "job": f"/jobs/{job_id}", "metrics": f"/jobs/{job_id}/metrics",
+             "metrics_live": f"/jobs/{live_id}/metrics"}
     rounds: dict[str, list[dict]] = {name: [] for name in paths}
     load_before = common.load_average()
     with servers(url, workers, home) as (api_port, bare_port):
@@ -232,14 +245,15 @@ def main() -> None:
     try:
         store.migrate()
         job_id = seed_job(store, args.steps)
+        live_id = seed_job(store, args.steps, finish=False)
         result["runs"] = []
         for workers in args.workers:
-            run = run_workers(url, job_id, workers, args, home)
+            run = run_workers(url, job_id, live_id, workers, args, home)
             result["runs"].append(run)
             print(f"--workers {workers}: " + "; ".join(
                 f"{name} {run[name]['requests_per_s']:,.0f}/s ({run[name]['ratio_to_bare']:.3f}"
                 f" of bare, p50 {statistics.median(r['p50_ms'] for r in run[name]['rounds'])}"
-                " ms)" for name in ("bare", "job", "metrics"))
+                " ms)" for name in ("bare", "job", "metrics", "metrics_live"))
                 + f"; load {run['load_average_after']}", flush=True)
     finally:
         store.close()

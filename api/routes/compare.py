@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -12,10 +11,9 @@ from api.errors import RUNS_NOT_FOUND, SERIES_REQUEST_INVALID, invalid
 from api.params import parse_job_ids, parse_metric_names
 from api.schemas import CompareOut, CompareRun, CompareSeriesOut, SeriesRun
 from api.services.compare import differing_keys, run_label
-from api.services.settled_series import settled_series, write_behind
+from api.services.settled_series import settled_ids, settled_series, write_behind
 from core.metrics import COMPARE_NAMES
 from db.store import JobRecord
-from db.tables import utcnow
 
 router = APIRouter(prefix="/compare", tags=["compare"])
 
@@ -138,11 +136,7 @@ def compare_series(
                      settings.max_compare_series)
     jobs = visible_jobs(store, principal, job_ids)
     metric_names = store.metric_names_many(job_ids)
-    # Runs finished over a lease ago have curves that no longer change.
-    settled_before = utcnow() - dt.timedelta(seconds=settings.lease_seconds)
-    finished = {i for i, job in jobs.items()
-                if job.finished and job.finished_at is not None
-                and job.finished_at < settled_before}
+    finished = settled_ids(jobs.values(), settings.lease_seconds)
     # Their curves from this process's LRU, else from the stored summaries, else computed
     # (and then stored, once the answer has gone); live runs' curves always computed.
     series, to_store = settled_series(store, cache, job_ids, finished, wanted, max_points,

@@ -7,15 +7,18 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import TypeAdapter
 
 from api.deps import (
     MAX_ID,
     CeleryDep,
     JobDep,
     PrincipalDep,
+    SeriesCacheDep,
     SettingsDep,
     StoreDep,
     get_job_or_404,
+    visible_job,
 )
 from api.errors import (
     JOB_FINISHED,
@@ -46,7 +49,9 @@ from api.security import Principal
 from api.services import forks
 from api.services.datasets import find_dataset, image_shape
 from api.services.queue import queue_info
+from api.services.settled_series import settled_ids, settled_series, write_behind
 from db.store import InvalidTransition, JobRecord, NotFound, QuotaExceeded
+from db.store.series import curve_points
 from db.tables import PRIORITY_MAX, PRIORITY_MIN
 from models import check_job, training_memory_bytes
 from models.registry import FAMILIES, MODEL_NAMES, SpecError
@@ -57,6 +62,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 MAX_METRIC_NAMES = 200
+# GET /jobs/{id}/metrics' answer (MetricSeries' shape, built from checked values).
+_METRIC_SERIES_JSON = TypeAdapter(dict[str, dict[str, list[dict[str, Any]]]])
 
 
 def _spec_error(exc: SpecError):
@@ -279,15 +286,20 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses=NOT_FOUND, summary="One job")
-def get_job(job: JobDep, store: StoreDep, settings: SettingsDep) -> JobDetail:
-    # A queued job says where it stands and why it waits (null once it has left the queue,
-    # even if it did so since `job` was read).
-    facts = store.queue_facts(job.id, settings.lease_seconds) if job.status == "queued" else None
+def get_job(job_id: int, store: StoreDep, settings: SettingsDep,
+            principal: PrincipalDep) -> JobDetail:
+    # The busiest read (dashboards and CLIs poll it): its reads share one session.
+    with store.reading():
+        job = visible_job(store, principal, job_id)
+        # A queued job says where it stands and why it waits (null once it has left the
+        # queue, even if it did so since `job` was read).
+        facts = (store.queue_facts(job.id, settings.lease_seconds)
+                 if job.status == "queued" else None)
+        latest, attempts = store.latest_metrics(job.id), store.list_attempts(job.id)
     queue = queue_info(facts, settings.max_running_jobs_per_user,
                        settings.gpu_memory_reserve_bytes) if facts else None
-    return JobDetail.from_record(job, latest_metrics=store.latest_metrics(job.id),
-                                 infra_failures=job.infra_failures,
-                                 attempt_history=store.list_attempts(job.id), queue=queue,
+    return JobDetail.from_record(job, latest_metrics=latest, infra_failures=job.infra_failures,
+                                 attempt_history=attempts, queue=queue,
                                  queue_position=queue.position if queue else None)
 
 
@@ -338,8 +350,11 @@ def cancel_job(job: JobDep, store: StoreDep) -> JobDetail:
     summary="Metric series, downsampled on the server",
 )
 def get_metrics(
-    job: JobDep,
+    job_id: int,
     store: StoreDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    cache: SeriesCacheDep,
     names: Annotated[
         str | None,
         Query(
@@ -350,16 +365,25 @@ def get_metrics(
     max_points: Annotated[
         int, Query(ge=2, le=10_000, description="At most this many points per series.")
     ] = 1000,
-) -> MetricSeries:
+) -> Response:
     """Each series at most `max_points` points: the last is the exact final point; the steps
     before it are cut into buckets of consecutive steps, each drawn as the mean of its values
     at its last step. The same curve as GET /compare/series draws for this run."""
-    wanted = None
-    if names is not None:
-        wanted = parse_metric_names(names, fewest=0, most=MAX_METRIC_NAMES)
-    # Downsampled as the compare page downsamples (db/store/series.py), from the rollups
-    # for long curves; the points are MetricPoint's shape, values already finite or None.
-    return MetricSeries(series=store.series_points(job.id, wanted or None, max_points))
+    wanted = parse_metric_names(names, fewest=0, most=MAX_METRIC_NAMES) if names else None
+    with store.reading():
+        job = visible_job(store, principal, job_id)
+        wanted = wanted or store.metric_names(job.id)
+    # Found as the compare page finds them (api/services/settled_series.py): a run finished
+    # over a lease ago from this process's LRU or the stored summaries; a live run downsampled
+    # from its rollups.
+    found, to_store = settled_series(store, cache, [job.id],
+                                     settled_ids([job], settings.lease_seconds), wanted,
+                                     max_points, summaries=settings.compare_summaries)
+    curves = found.get(job.id, {})
+    answer = {"series": {name: curve_points(curves[name]) for name in sorted(curves)}}
+    # Encoded by pydantic-core in one pass; the declared response_model documents it.
+    return Response(_METRIC_SERIES_JSON.dump_json(answer), media_type="application/json",
+                    background=write_behind(store, max_points, to_store))
 
 
 @router.get(

@@ -15,7 +15,7 @@ import hmac
 from fastapi import APIRouter, Request, Response
 
 from api.errors import answer, forbidden
-from api.security import current_principal
+from api.security import resolve_principal
 from api.services.prometheus import ServiceCollector, exposition
 
 router = APIRouter(tags=["metrics"])
@@ -31,7 +31,7 @@ def scrape_allowed(request: Request) -> None:
         if scheme.lower() == "bearer" and hmac.compare_digest(
                 sent.strip().encode(), token.get_secret_value().encode()):
             return
-    principal = current_principal(request)  # 401 without a valid key or session
+    principal = resolve_principal(request)  # 401 without a valid key or session
     if not principal.is_admin:
         raise forbidden("GET /metrics needs an admin API key or the scrape token "
                         "(TRAINYARD_METRICS_TOKEN)")

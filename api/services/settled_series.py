@@ -19,17 +19,28 @@ JSON, and the curves are put in bulk_series' order (runs by id, names as asked).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.background import BackgroundTask
 
 from api.services.series_cache import FinishedSeriesCache, JobSeries
-from db.store import Store
+from db.store import JobRecord, Store
+from db.tables import utcnow
 
 log = logging.getLogger("trainyard.api.series")
 
 Pair = tuple[int, str]
+
+
+def settled_ids(jobs: Iterable[JobRecord], lease_seconds: float) -> set[int]:
+    """The ids of the runs that finished more than a lease ago: their curves no longer
+    change (a worker that still held one has dropped its writes at its next heartbeat)."""
+    before = utcnow() - dt.timedelta(seconds=lease_seconds)
+    return {job.id for job in jobs
+            if job.finished and job.finished_at is not None and job.finished_at < before}
 
 
 def settled_series(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Self
 
@@ -18,6 +19,9 @@ from db.session import make_engine, make_session_factory, normalize_url, session
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Postgres advisory-lock key held while migrating: any constant shared by every process.
 MIGRATION_LOCK_KEY = 0x7472_6169_6E79_6172  # "trainyar" in ASCII
+
+# The session that `StoreBase.reading` opened in this thread or task, with its store.
+_READING: ContextVar[tuple[StoreBase, Session] | None] = ContextVar("store_reading", default=None)
 
 
 def json_safe(value: Any) -> Any:
@@ -61,8 +65,29 @@ class StoreBase:
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
+        shared = _READING.get()
+        if shared is not None and shared[0] is self:
+            yield shared[1]
+            return
         with session_scope(self._sessions) as session:
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Several reads in one session: the store calls made inside the block share one
+        connection checkout (one pre-ping on Postgres) and one transaction, committed when the
+        block ends. A request that answers from three reads costs one round of checkout, ping
+        and commit instead of three. For reads only: a write inside would commit with the block.
+        """
+        if (shared := _READING.get()) is not None and shared[0] is self:
+            yield
+            return
+        with session_scope(self._sessions) as session:
+            token = _READING.set((self, session))
+            try:
+                yield
+            finally:
+                _READING.reset(token)
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (`upgrade head`).

@@ -97,10 +97,7 @@ class SeriesMixin:
         where bucketing every point took 1.2 s). `names` None: every metric of the job."""
         wanted = self.metric_names(job_id) if names is None else list(names)
         found = self.bulk_series([job_id], wanted, max_points).get(job_id, {})
-        return {name: [{"step": step, "epoch": epoch, "value": value}
-                       for step, epoch, value in zip(curve["step"], curve["epoch"],
-                                                     curve["value"], strict=True)]
-                for name, curve in sorted(found.items())}
+        return {name: curve_points(curve) for name, curve in sorted(found.items())}
 
     def bulk_series_pairs(self, pairs: Iterable[tuple[int, str]], max_points: int
                           ) -> dict[int, dict[str, dict[str, Any]]]:
@@ -148,6 +145,13 @@ class SeriesMixin:
                         merged[job_id, name] = _merge_series(name, *got)
         return [(job_id, name, merged[job_id, name]) for job_id, name, *_ in found
                 if (job_id, name) in merged]
+
+
+def curve_points(series: dict[str, Any]) -> list[dict[str, Any]]:
+    """One series of bulk_series (columns) as GET /jobs/{id}/metrics' points."""
+    return [{"step": step, "epoch": epoch, "value": value}
+            for step, epoch, value in zip(series["step"], series["epoch"], series["value"],
+                                          strict=True)]
 
 
 def _series_source(dialect: str, columns: list[str], rows: list[tuple]) -> tuple[str, str, dict]:
