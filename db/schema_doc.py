@@ -56,7 +56,8 @@ EXAMPLES: tuple[Example, ...] = (
         title="The final validation accuracy of every succeeded job",
         note="The value at each job's last step of `val_accuracy` (classifiers; language "
         "models report `val_perplexity`). Served by `ix_jobs_status_id` and one seek per job "
-        "in `ix_metrics_job_id_name_step_epoch_value`.",
+        "in the points' index (`uq_metrics_job_id_name_step` on PostgreSQL, "
+        "`ix_metrics_job_id_name_step_epoch_value` on SQLite).",
         sql="""\
 SELECT j.id, j.name, j.model, j.dataset, m.epoch, m.value AS val_accuracy
 FROM jobs AS j
@@ -69,9 +70,9 @@ ORDER BY j.id""",
     Example(
         key="loss_curve",
         title="The training-loss curve of one job",
-        note="Every point, in step order: one range of "
-        "`ix_metrics_job_id_name_step_epoch_value`. `value` is NULL where the loss was not "
-        "finite.",
+        note="Every point, in step order: one range of the points' index "
+        "(`uq_metrics_job_id_name_step` on PostgreSQL, `ix_metrics_job_id_name_step_epoch_value` "
+        "on SQLite). `value` is NULL where the loss was not finite.",
         sql="""\
 SELECT step, epoch, value AS train_loss, time
 FROM metrics

@@ -9,19 +9,22 @@ URL comes from the Config's `sqlalchemy.url` option.
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import make_url
 from sqlalchemy.engine import Connection
 
 from db.session import make_engine
-from db.tables import Base
+from db.tables import Base, include_in_comparison
 
 config = context.config
 target_metadata = Base.metadata
 
 
-def _configure(**kwargs: object) -> None:
+def _configure(dialect: str, **kwargs: object) -> None:
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,
+        # Autogenerate leaves out indexes that only another backend has (`Index.ddl_if`).
+        include_object=include_in_comparison(dialect),
         # SQLite cannot ALTER most things: later migrations use batch mode there.
         render_as_batch=True,
         **kwargs,
@@ -29,13 +32,14 @@ def _configure(**kwargs: object) -> None:
 
 
 def _run_with(connection: Connection) -> None:
-    _configure(connection=connection)
+    _configure(connection.dialect.name, connection=connection)
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_offline() -> None:
-    _configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
+    url = config.get_main_option("sqlalchemy.url")
+    _configure(make_url(url).get_backend_name(), url=url, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 

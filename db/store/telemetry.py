@@ -14,7 +14,8 @@ large the tables:
 - the counters (ids assigned to jobs and to metric points): the primary key's last entry, or
   on Postgres the id sequence, one seek each; never a scan of `metrics`.
 - running jobs' throughput: per running job, the latest points of its throughput and loss
-  series, seeks in `ix_metrics_job_id_name_step_epoch_value`.
+  series, seeks in the points' index (`uq_metrics_job_id_name_step` on PostgreSQL,
+  `ix_metrics_job_id_name_step_epoch_value` on SQLite).
 - the windowed duration and wait distributions: one pass over `job_attempts` (narrow rows,
   one per claim) for the attempts that ended (first claims made) within the window, with a
   seek in `jobs` for each first claim found; their times are bucketed in Python.

@@ -21,6 +21,8 @@ from db.tables.base import (
     BigIntPK,
     JSONType,
     UTCDateTime,
+    created_on,
+    include_in_comparison,
     utcnow,
 )
 from db.tables.confusion import ConfusionMatrix
@@ -50,6 +52,6 @@ __all__ = [
     "JobText", "JSONType",
     "Metric",
     "MetricRollup", "MetricRollupCoarse", "SeriesSummary", "Sweep", "UTCDateTime",
-    "WebSession", "Worker", "utcnow",
+    "WebSession", "Worker", "created_on", "include_in_comparison", "utcnow",
     "WEBHOOK_EVENTS", "Webhook", "WebhookDelivery",
 ]

@@ -83,6 +83,24 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def created_on(item: Any, dialect: str) -> bool:
+    """Whether a schema item exists on this backend: an index made with `.ddl_if(dialect=...)`
+    exists only there (Alembic's comparison does not know it, see `include_in_comparison`)."""
+    condition = getattr(item, "_ddl_if", None)
+    wanted = condition.dialect if condition is not None else None
+    if wanted is None:
+        return True
+    return dialect == wanted if isinstance(wanted, str) else dialect in wanted
+
+
+def include_in_comparison(dialect: str) -> Any:
+    """Alembic's `include_object` for comparing the models with a database of `dialect`: items
+    of the models that are not created there are left out."""
+    def include(item: Any, _name: Any, _type: Any, reflected: bool, _compare_to: Any) -> bool:
+        return reflected or created_on(item, dialect)
+    return include
+
+
 def _in(values: tuple[str, ...]) -> str:
     return ", ".join(f"'{v}'" for v in values)
 

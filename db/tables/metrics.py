@@ -36,19 +36,24 @@ class Metric(Base):
 
     __tablename__ = "metrics"
     __table_args__ = (
-        UniqueConstraint("job_id", "name", "step", info={"serves": (
+        UniqueConstraint("job_id", "name", "step", postgresql_include=["epoch", "value"],
+                         info={"serves": (
             "One point per (job, name, step): what the metric upsert conflicts on, so a resumed "
-            "run that repeats steps replaces its points instead of adding duplicates.")}),
+            "run that repeats steps replaces its points instead of adding duplicates. On "
+            "PostgreSQL it also carries epoch and value (INCLUDE), so it serves every read of "
+            "points as the covering index below does on SQLite, and a point written updates "
+            "one index instead of two (0017).")}),
         Index(
             "ix_metrics_job_id_name_step_epoch_value", "job_id", "name", "step", "epoch", "value",
             info={"serves": (
-                "Every read of points: a job's curves in step order (GET /jobs/{id}/metrics), "
-                "many runs' short curves and the last points of long ones (GET "
-                "/compare/series), the value at a series' last step (GET /compare), the best "
-                "metric in GET /jobs, and metric names (a loose index scan). It holds every "
-                "column these read, so they are range scans of the index alone, with no "
+                "SQLite only (no INCLUDE there; PostgreSQL reads the unique constraint's "
+                "index). Every read of points: a job's curves in step order (GET "
+                "/jobs/{id}/metrics), many runs' short curves and the last points of long ones "
+                "(GET /compare/series), the value at a series' last step (GET /compare), the "
+                "best metric in GET /jobs, and metric names (a loose index scan). It holds "
+                "every column these read, so they are range scans of the index alone, with no "
                 "lookup of the table row per point (0002).")},
-        ),
+        ).ddl_if(dialect="sqlite"),
         {"info": {"pk_serves": "Row identity only: points are found by (job_id, name, step)."}},
     )
 

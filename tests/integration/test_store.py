@@ -22,7 +22,7 @@ from db.store import (
     NotFound,
     Store,
 )
-from db.tables import Base, Job, Metric
+from db.tables import Base, Job, Metric, include_in_comparison
 
 HP = {"epochs": 2, "lr": 0.001, "hidden_sizes": [64, 32]}
 
@@ -380,7 +380,9 @@ def _assert_schema_matches_metadata(url: str) -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(conn, opts={
+                "compare_type": True,
+                "include_object": include_in_comparison(conn.dialect.name)})
             assert compare_metadata(context, Base.metadata) == []
             head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
             assert context.get_current_revision() == head
