@@ -264,19 +264,21 @@ def list_jobs(
         raise invalid(("query", "after"), "give before or after, not both")
     if (before is not None or after is not None) and offset:
         raise invalid(("query", "offset"), "give offset or before/after, not both")
-    if before is not None or after is not None:
-        # Keyset: each page is an index range from its edge, as fast deep in the list as at
-        # its top, and stable while new jobs arrive.
-        jobs, total, offset = store.list_jobs_keyset(
-            status=status, model=model, limit=limit, before=before, after=after,
-            owner=principal.owner_filter, sweep_id=sweep_id,
-        )
-    else:
-        jobs, total = store.list_jobs(status=status, model=model, limit=limit, offset=offset,
-                                      owner=principal.owner_filter, sweep_id=sweep_id)
-    bests = store.best_metrics([job.id for job in jobs], LISTED_METRICS)
-    # One query for the page's queued jobs, whatever their number ("#3 in queue").
-    positions = store.queue_positions([job.id for job in jobs if job.status == "queued"])
+    with store.reading():  # the dashboard's list poll: its reads share one session
+        if before is not None or after is not None:
+            # Keyset: each page is an index range from its edge, as fast deep in the list as
+            # at its top, and stable while new jobs arrive.
+            jobs, total, offset = store.list_jobs_keyset(
+                status=status, model=model, limit=limit, before=before, after=after,
+                owner=principal.owner_filter, sweep_id=sweep_id,
+            )
+        else:
+            jobs, total = store.list_jobs(status=status, model=model, limit=limit,
+                                          offset=offset, owner=principal.owner_filter,
+                                          sweep_id=sweep_id)
+        bests = store.best_metrics([job.id for job in jobs], LISTED_METRICS)
+        # One query for the page's queued jobs, whatever their number ("#3 in queue").
+        positions = store.queue_positions([job.id for job in jobs if job.status == "queued"])
     items = [
         JobOut.from_record(job, best_metric=_best_metric(job.model, bests.get(job.id, {})),
                            queue_position=positions.get(job.id))
