@@ -30,13 +30,17 @@ def fast_settings(tmp_path: Path, **extra) -> Settings:
                     webhooks_lease_seconds=10, **extra)
 
 
-def send_until(sender: WebhookSender, done, timeout: float = 20.0) -> None:
-    """Run the sender's passes (as its thread does) until `done()` holds."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "not delivered in time"
-        sender.send_due()
-        time.sleep(0.05)
+def send_until(store, settings, done, timeout: float = 20.0) -> None:
+    """Run a sender's passes (as its thread does) until `done()` holds."""
+    sender = WebhookSender(store, settings)
+    try:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, "not delivered in time"
+            sender.send_due()
+            time.sleep(0.05)
+    finally:
+        sender.stop()
 
 
 def test_a_real_run_is_delivered_signed_and_only_to_its_owner(store, tmp_path):
@@ -47,11 +51,7 @@ def test_a_real_run_is_delivered_signed_and_only_to_its_owner(store, tmp_path):
         job = store.create_job(model="mlp", dataset="digits", hyperparameters=TINY_MLP,
                                device="cpu", owner="alice")
         assert JobRunner(store, settings, worker_name="w1").run(job.id) == "succeeded"
-        sender = WebhookSender(store, settings)
-        try:
-            send_until(sender, lambda: len(receiver.requests) >= 2)
-        finally:
-            sender.stop()
+        send_until(store, settings, lambda: len(receiver.requests) >= 2)
         events = receiver.events(SECRET)  # every signature checked
         assert [e["type"] for e in events] == ["job.started", "job.succeeded"]
         done = events[1]["data"]
@@ -74,11 +74,7 @@ def test_a_failed_job_is_delivered_with_its_error(store, tmp_path):
         job = store.create_job(model="mlp", dataset="no-such-dataset",
                                hyperparameters=TINY_MLP, device="cpu")
         assert JobRunner(store, settings, worker_name="w1").run(job.id) == "failed"
-        sender = WebhookSender(store, settings)
-        try:
-            send_until(sender, lambda: receiver.requests)
-        finally:
-            sender.stop()
+        send_until(store, settings, lambda: receiver.requests)
         [failed] = receiver.events(SECRET)
         assert failed["type"] == "job.failed" and "no-such-dataset" in failed["data"]["error"]
 
@@ -90,12 +86,8 @@ def test_a_500_is_retried_with_backoff_and_delivered_once_the_receiver_recovers(
         hook = store.create_webhook("local", receiver.url, ["job.cancelled"], SECRET)
         job = store.create_job(model="mlp", dataset="digits", hyperparameters=TINY_MLP)
         store.cancel_job(job.id)
-        sender = WebhookSender(store, settings)
-        try:
-            send_until(sender, lambda: store.list_webhook_deliveries(hook.id)[0].status
-                       == "delivered")
-        finally:
-            sender.stop()
+        send_until(store, settings, lambda: store.list_webhook_deliveries(hook.id)[0].status
+                   == "delivered")
         events = receiver.events(SECRET)
         assert len(events) == 3 and len({e["id"] for e in events}) == 1  # one event, 3 tries
         [delivery] = store.list_webhook_deliveries(hook.id)
@@ -109,12 +101,8 @@ def test_retries_stop_after_the_retry_window(store, tmp_path):
         hook = store.create_webhook("local", receiver.url, ["job.cancelled"], SECRET)
         store.cancel_job(store.create_job(model="mlp", dataset="digits",
                                           hyperparameters=TINY_MLP).id)
-        sender = WebhookSender(store, settings)
-        try:
-            send_until(sender, lambda: store.list_webhook_deliveries(hook.id)[0].status
-                       == "failed")
-        finally:
-            sender.stop()
+        send_until(store, settings, lambda: store.list_webhook_deliveries(hook.id)[0].status
+                   == "failed")
         [delivery] = store.list_webhook_deliveries(hook.id)
         assert delivery.attempts == len(receiver.requests) >= 2
         assert delivery.last_status_code == 500 and delivery.last_error == "HTTP 500"
@@ -284,12 +272,8 @@ def test_the_sender_checks_the_address_again_before_each_send(store, tmp_path):
                                     ["job.cancelled"], SECRET)
         store.cancel_job(store.create_job(model="mlp", dataset="digits",
                                           hyperparameters=TINY_MLP).id)
-        sender = WebhookSender(store, settings)
-        try:
-            send_until(sender, lambda: store.list_webhook_deliveries(hook.id)[0].status
-                       == "failed")
-        finally:
-            sender.stop()
+        send_until(store, settings, lambda: store.list_webhook_deliveries(hook.id)[0].status
+                   == "failed")
         assert receiver.requests == []
         [delivery] = store.list_webhook_deliveries(hook.id)
         assert delivery.last_error.startswith("refused: ") and "loopback" in delivery.last_error
