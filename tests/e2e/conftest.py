@@ -11,38 +11,23 @@ import shutil
 
 import pytest
 
+from tests.e2e.services import serving
 from trainyard.local_service import LocalService, PostgresServer
-
-
-def _failed(request) -> bool:
-    report = getattr(request.node, "rep_call", None)
-    return bool(report and report.failed)
 
 
 @pytest.fixture
 def distributed_service(tmp_path, fresh_postgres_url, redis_url, request):
     """Postgres + Redis, a uvicorn API process and one Celery worker process."""
     service = LocalService.distributed(tmp_path, fresh_postgres_url, redis_url, "e2e-worker-1@%h")
-    try:
-        service.wait_healthy()
+    with serving(service, request):
         yield service
-    finally:
-        if _failed(request):
-            print(service.logs())
-        service.stop()
 
 
 @pytest.fixture
 def embedded_service(tmp_path, request):
     """`trainyard up`: API, dashboard and a worker on SQLite and the file-system broker."""
-    service = LocalService.embedded(tmp_path)
-    try:
-        service.wait_healthy()
+    with serving(LocalService.embedded(tmp_path), request) as service:
         yield service
-    finally:
-        if _failed(request):
-            print(service.logs())
-        service.stop()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.services import serving
 from trainyard.local_service import LocalService, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres,
@@ -93,14 +94,8 @@ def two_process_api(tmp_path, fresh_postgres_url, redis_url, request):
                                       "TRAINYARD_BROKER_URL": redis_url,
                                       "TRAINYARD_ADMIN_KEY": ADMIN_KEY}, free_port())
     service.start("api", "api", "--port", str(service.port), "--workers", "2")
-    try:
-        service.wait_healthy(timeout=90)
+    with serving(service, request, timeout=90):
         yield service
-    finally:
-        report = getattr(request.node, "rep_call", None)  # set by tests/e2e/conftest.py
-        if report is not None and report.failed:
-            print(service.logs())
-        service.stop()
 
 
 def test_two_api_processes_serve_one_port_and_one_database(two_process_api, fresh_postgres_url):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from db.store import Store
+from tests.e2e.services import serving
 from trainyard.local_service import LocalService
 
 pytestmark = pytest.mark.e2e
@@ -54,14 +55,8 @@ def browser():
 def service(tmp_path, browser, request):
     running = LocalService.embedded(tmp_path, {"TRAINYARD_TORCH_THREADS": "1",
                                                "TRAINYARD_METRICS_FLUSH_SECONDS": "0.2"})
-    try:
-        running.wait_healthy()
+    with serving(running, request):
         yield running
-    finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(running.logs())
-        running.stop()
 
 
 def wait_until(predicate, what: str, timeout: float = 60) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.services import serving
 from trainyard.local_service import LocalService
 
 pytestmark = pytest.mark.e2e
@@ -68,14 +69,8 @@ def wait_drained(service: LocalService, expected: int, timeout: float) -> list[d
 def up(tmp_path, request):
     env = {"TRAINYARD_MAX_QUEUED_JOBS_PER_USER": "1000", "TRAINYARD_HEARTBEAT_SECONDS": "0.5",
            "TRAINYARD_LEASE_SECONDS": "3", "TRAINYARD_RECONCILE_SECONDS": "1"}
-    service = LocalService.embedded(tmp_path, env)
-    try:
-        service.wait_healthy()
+    with serving(LocalService.embedded(tmp_path, env), request) as service:
         yield service
-    finally:
-        if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
-            print(service.logs())
-        service.stop()
 
 
 @pytest.mark.timeout(1500)  # 800 jobs through one worker: ~2-3 min on 2 idle cores

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from db.store import Store
+from tests.e2e.services import failed
 from trainyard.local_service import LocalService, RedisServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -94,8 +95,7 @@ def cluster_factory(tmp_path, fresh_postgres_url, redis_url, request):
 
     yield make
     for cluster in clusters:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
+        if failed(request):
             print(cluster.logs())
         cluster.stop()
 

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from db.store import Store
+from tests.e2e.services import serving
 from trainyard.local_service import LocalService, free_port
 
 pytestmark = pytest.mark.e2e
@@ -40,13 +41,9 @@ def cluster(tmp_path, fresh_postgres_url, redis_url, request):
     service.start("api", "api", "--port", str(service.port))
     service.store = Store(fresh_postgres_url)
     try:
-        service.wait_healthy()
-        yield service
+        with serving(service, request):
+            yield service
     finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(service.logs())
-        service.stop()
         service.store.close()
 
 

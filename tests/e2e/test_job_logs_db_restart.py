@@ -28,8 +28,7 @@ EPOCHS = 24
 SLOW_MLP = {"epochs": EPOCHS, "hidden_sizes": [1024, 1024], "batch_size": 32, "seed": 7}
 
 
-def test_no_log_line_is_lost_while_the_database_restarts(tmp_path, own_postgres, redis_url,
-                                                         request):
+def test_no_log_line_is_lost_while_the_database_restarts(tmp_path, own_postgres, redis_url):
     service = LocalService(tmp_path, {"TRAINYARD_DATABASE_URL": own_postgres.url,
                                       "TRAINYARD_BROKER_URL": redis_url, **ENV}, free_port())
     store = Store(own_postgres.url)
@@ -51,10 +50,10 @@ def test_no_log_line_is_lost_while_the_database_restarts(tmp_path, own_postgres,
         assert done["attempts"] == 1
         lines = service.http.get(f"/jobs/{job['id']}/logs",
                                  params={"limit": 5000}).json()["lines"]
+    except BaseException:
+        print(service.logs())
+        raise
     finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(service.logs())
         service.stop()
         store.close()
     said = [line["message"] for line in lines]

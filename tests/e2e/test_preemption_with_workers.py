@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from db.store import Store
+from tests.e2e.services import serving
 from trainyard.local_service import LocalService
 
 pytestmark = pytest.mark.e2e
@@ -40,13 +41,9 @@ def service(tmp_path, fresh_postgres_url, redis_url, request):
                                        env=FAST)
     store = Store(fresh_postgres_url)
     try:
-        service.wait_healthy()
-        yield service, store
+        with serving(service, request):
+            yield service, store
     finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(service.logs())
-        service.stop()
         store.close()
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.services import serving
 from trainyard.local_service import LocalService, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
@@ -43,14 +44,8 @@ def service(tmp_path, fresh_postgres_url, redis_url, request):
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"left by an earlier run")
     service.start("api", "api", "--port", str(service.port), "--workers", "2")
-    try:
-        service.wait_healthy(timeout=90)
+    with serving(service, request, timeout=90):
         yield service
-    finally:
-        report = getattr(request.node, "rep_call", None)  # set by tests/e2e/conftest.py
-        if report is not None and report.failed:
-            print(service.logs())
-        service.stop()
 
 
 def fresh_get(service: LocalService, path: str, headers: dict | None = None) -> httpx.Response:

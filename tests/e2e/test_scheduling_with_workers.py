@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from db.store import Store
+from tests.e2e.services import failed
 from trainyard.local_service import LocalService, free_port
 
 pytestmark = pytest.mark.e2e
@@ -39,8 +40,7 @@ def service(tmp_path, fresh_postgres_url, redis_url, request):
     services: list[LocalService] = []
     yield make
     for made in services:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
+        if failed(request):
             print(made.logs())
         made.stop()
 

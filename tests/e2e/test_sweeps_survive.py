@@ -73,7 +73,7 @@ def kill_all(service: LocalService) -> None:
             proc.wait()
 
 
-def test_a_sweep_survives_every_process_killed(tmp_path, fresh_postgres_url, request):
+def test_a_sweep_survives_every_process_killed(tmp_path, fresh_postgres_url):
     redis = RedisServer(tmp_path)
     redis.start()
     service = LocalService(tmp_path, {"TRAINYARD_DATABASE_URL": fresh_postgres_url,
@@ -136,12 +136,12 @@ def test_a_sweep_survives_every_process_killed(tmp_path, fresh_postgres_url, req
             attempts = service.http.get(f"/jobs/{job_id}").json()["attempt_history"]
             assert len(attempts) > 1, (job_id, attempts)
         assert done["best"] is not None and done["best"]["objective"] > 0.1
+    except BaseException:
+        print(service.logs())
+        raise
     finally:
         if watch is not None:
             watch.done.set()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(service.logs())
         service.stop()
         store.close()
         redis.stop()

@@ -47,7 +47,7 @@ def kill_all(service: LocalService) -> None:
 
 
 def test_a_delivery_survives_every_process_killed_mid_send(tmp_path, fresh_postgres_url,
-                                                           redis_url, request):
+                                                           redis_url):
     service = LocalService(tmp_path, {"TRAINYARD_DATABASE_URL": fresh_postgres_url,
                                       "TRAINYARD_BROKER_URL": redis_url, **FAST}, free_port())
     # The first request is held (never answered in time) while everything is killed.
@@ -87,8 +87,8 @@ def test_a_delivery_survives_every_process_killed_mid_send(tmp_path, fresh_postg
             shown = service.cli("webhooks", "deliveries", str(hook_id))
             assert shown.returncode == 0 and "delivered" in shown.stdout, shown
             assert str(deliveries[0]["event_id"]) in shown.stdout
+        except BaseException:
+            print(service.logs())
+            raise
         finally:
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(service.logs())
             service.stop()

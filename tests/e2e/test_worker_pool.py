@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests.e2e.services import serving
 from trainyard.local_service import LocalService, free_port
 
 pytestmark = pytest.mark.e2e
@@ -49,14 +50,8 @@ def pool_service(tmp_path, fresh_postgres_url, redis_url, request):
                                       "TRAINYARD_BROKER_URL": redis_url}, free_port())
     service.start("api", "api", "--port", str(service.port))
     service.start("pool", "worker", "--jobs", "2", "--name", "pool@%h")
-    try:
-        service.wait_healthy()
+    with serving(service, request):
         yield service
-    finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(service.logs())
-        service.stop()
 
 
 def _workers(service) -> dict[str, dict]:

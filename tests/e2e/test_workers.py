@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.e2e.services import failed
 from trainyard.local_service import LocalService, free_port
 
 pytestmark = pytest.mark.e2e
@@ -106,8 +107,7 @@ def fleet_factory(tmp_path, request):
 
     yield make
     for fleet in fleets:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
+        if failed(request):
             print(fleet.logs())
         fleet.stop()
 
