@@ -50,6 +50,9 @@ from models.checkpoints import load_checkpoint
 SYNC_EVERY = 8  # batches between stop decisions / loss reductions in a multi-process run
 SYNC_EVERY_CUDA = 50  # on NCCL each one is also a host-device sync (as REPORT_EVERY_CUDA)
 TIMEOUT = datetime.timedelta(minutes=30)  # a collective that waits longer fails the job
+# Joining takes well under a second once every rank has reached its TCPStore; a rank that dies
+# (or hangs) after that would otherwise keep the others in the rendezvous for all of TIMEOUT.
+JOIN_TIMEOUT = datetime.timedelta(seconds=60)
 RANK_SEED_STRIDE = 1_000_003  # helper rank r reseeds with seed + r * this
 
 
@@ -178,12 +181,24 @@ class GroupRanks(Ranks):
 
 
 def join(rank: int, world_size: int, store: dist.Store, backend: str,
-         timeout: datetime.timedelta = TIMEOUT) -> GroupRanks:
-    """Join the default process group as `rank` through `store` (rank 0's TCPStore)."""
+         timeout: datetime.timedelta = TIMEOUT,
+         join_timeout: datetime.timedelta = JOIN_TIMEOUT) -> GroupRanks:
+    """Join the default process group as `rank` through `store` (rank 0's TCPStore).
+
+    The rendezvous (gloo connects its mesh inside init_process_group, bounded by the group's
+    timeout) waits at most `join_timeout`; collectives afterwards wait up to `timeout`."""
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
-                            timeout=timeout)
+    named = dist.distributed_c10d._world.group_count
+    try:
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                                timeout=min(timeout, join_timeout))
+    except BaseException:
+        # The failed group kept its name (a counter): give it back, or this process's next
+        # group would be named "1" while its fresh helpers' are "0", and never meet.
+        dist.distributed_c10d._world.group_count = named
+        raise
+    dist.distributed_c10d._set_pg_timeout(timeout)
     return GroupRanks(rank, world_size, backend)
 
 

@@ -15,8 +15,9 @@ models/distributed.py; this module only starts, watches and ends processes.
   between picking and binding) and the helpers connect to it; every collective has a timeout
   (models.distributed.TIMEOUT).
 - Supervision: rank 0 first waits until every helper reports ready or dies (a helper that fails
-  to start fails the job at once, with its traceback). A helper that dies mid-run breaks the
-  group: gloo raises in rank 0's next collective at once (measured: 0.3 s after a kill -9); for
+  to start fails the job at once, with its traceback). One that dies between ready and the
+  group's rendezvous fails it within models.distributed.JOIN_TIMEOUT (60 s). A helper that
+  dies mid-run breaks the group: gloo raises in rank 0's next collective at once (measured: 0.3 s after a kill -9); for
   NCCL, which may wait for the timeout instead, a watcher thread aborts the group when a helper
   exits. The job then FAILS, with a message that names the rank and its exit code or signal:
   its checkpoints stay, and the error says what happened; it is not requeued, because a
@@ -131,7 +132,15 @@ class _Group:
             self._spawn(store.port, fit_args)
             self._wait_ready()
             torch.set_num_threads(self.threads)
-            ranks = join(0, self.world_size, store, self.backend, self.timeout)
+            try:
+                ranks = join(0, self.world_size, store, self.backend, self.timeout)
+            except RuntimeError as exc:  # DistStoreError included: a rank never arrived
+                cause = self._helper_failure(wait_s=2.0)
+                if cause is not None:
+                    raise RankFailed(self._message(cause)) from exc
+                raise RankFailed(self._message(
+                    f"the {self.world_size} processes could not form their group ({exc})")
+                ) from exc
             watcher = _Watcher(self.helpers, self.backend).start()
             try:
                 result = fit(self.spec, callbacks, ranks=ranks, **fit_args)

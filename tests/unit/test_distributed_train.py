@@ -9,6 +9,7 @@ in another order), final validation metrics by at most 5e-7; we assert 1e-5 (REL
 
 from __future__ import annotations
 
+import datetime
 import math
 import multiprocessing
 import os
@@ -158,6 +159,38 @@ def test_a_killed_helper_rank_fails_the_run_at_once(digits):
     assert time.monotonic() - cb.killed < 15  # not the group's 30-minute timeout
     # no rank left behind (the worker's own writer process, if a test started one, stays)
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("trainyard-rank")]
+
+
+def test_a_helper_that_dies_after_reporting_ready_fails_the_run_within_the_join_timeout(
+        digits, monkeypatch):
+    """The window between a helper's "ready" and the group's rendezvous: rank 0 is about to
+    join when rank 1 is killed. Without a rendezvous bound, rank 0 would wait out the group's
+    timeout (30 minutes by default; 10 minutes here)."""
+    import worker.distributed as wd
+
+    real_join = wd.join
+    killed = []
+
+    def kill_then_join(rank, world_size, store, backend, timeout):
+        (helper,) = [p for p in multiprocessing.active_children()
+                     if p.name == "trainyard-rank-1"]
+        os.kill(helper.pid, signal.SIGKILL)
+        helper.join(10)
+        killed.append(time.monotonic())
+        return real_join(rank, world_size, store, backend, timeout,
+                         join_timeout=datetime.timedelta(seconds=5))
+
+    monkeypatch.setattr(wd, "join", kill_then_join)
+    spec = JobSpec("mlp", "digits", {"epochs": 2, "hidden_sizes": [16, 16], "batch_size": 32,
+                                     "steps_per_epoch": 4}, "cpu")
+    with pytest.raises(RankFailed, match="rank 1 .* was killed by SIGKILL"):
+        fit_job(spec, Callbacks(), gpus=2, data=digits, timeout=datetime.timedelta(minutes=10))
+    assert time.monotonic() - killed[0] < 30
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("trainyard-rank")]
+    # the process (a worker) goes on: its next multi-process run forms a group again
+    monkeypatch.setattr(wd, "join", real_join)
+    result = fit_job(spec, Callbacks(), gpus=2, data=digits)
+    assert result.epochs_done == 2
 
 
 class StopsAfterEpoch(Recorder):
