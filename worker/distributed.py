@@ -17,11 +17,12 @@ models/distributed.py; this module only starts, watches and ends processes.
 - Supervision: rank 0 first waits until every helper reports ready or dies (a helper that fails
   to start fails the job at once, with its traceback). One that dies between ready and the
   group's rendezvous fails it within models.distributed.JOIN_TIMEOUT (60 s). A helper that
-  dies mid-run breaks the group: gloo raises in rank 0's next collective at once (measured: 0.3 s after a kill -9); for
-  NCCL, which may wait for the timeout instead, a watcher thread aborts the group when a helper
-  exits. The job then FAILS, with a message that names the rank and its exit code or signal:
-  its checkpoints stay, and the error says what happened; it is not requeued, because a
-  deterministic death (out of memory, a bug) would otherwise loop through the queue.
+  dies mid-run breaks the group: gloo raises in rank 0's next collective at once (measured:
+  0.3 s after a kill -9); for NCCL, which may wait for the timeout instead, a watcher thread
+  aborts the group when a helper exits. The job then FAILS, with a message that names the
+  rank and its exit code or signal: its checkpoints stay, and the error says what happened;
+  it is not requeued, because a deterministic death (out of memory, a bug) would otherwise
+  loop through the queue.
 - A helper polls its parent: when the worker process is gone (killed), it exits too.
 """
 
