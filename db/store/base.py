@@ -11,7 +11,7 @@ from typing import Any, Self
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL, func, select, text
+from sqlalchemy import URL, event, func, select, text
 from sqlalchemy.orm import Session
 
 from db.session import make_engine, make_session_factory, normalize_url, session_scope
@@ -22,6 +22,22 @@ MIGRATION_LOCK_KEY = 0x7472_6169_6E79_6172  # "trainyar" in ASCII
 
 # The session that `StoreBase.reading` opened in this thread or task, with its store.
 _READING: ContextVar[tuple[StoreBase, Session] | None] = ContextVar("store_reading", default=None)
+_READ_ONLY = "trainyard.read_only"  # Connection.info key, set inside reading(): no writes
+
+
+class WriteWhileReading(RuntimeError):
+    """A store write was attempted inside `Store.reading()` (a programming error)."""
+
+
+def _refuse_writes(conn: Any, clauseelement: Any, *_args: Any) -> None:
+    if conn.info.get(_READ_ONLY) and getattr(clauseelement, "is_dml", False):
+        raise WriteWhileReading(f"{clauseelement} inside Store.reading(), which is for reads")
+
+
+def _refuse_savepoints(conn: Any, _name: Any) -> None:
+    if conn.info.get(_READ_ONLY):
+        raise WriteWhileReading("a savepoint (a write's) inside Store.reading(), which is for "
+                                "reads")
 
 
 def json_safe(value: Any) -> Any:
@@ -36,6 +52,17 @@ def json_safe(value: Any) -> Any:
 
 
 
+def _end_reading(connection: Any, raw: Any) -> None:
+    """Give the pool back a connection that takes writes, in transactions; one that cannot be
+    switched back (broken mid-read) is discarded rather than pooled in autocommit."""
+    try:
+        connection.info.pop(_READ_ONLY, None)
+        if raw is not None:
+            raw.autocommit = False
+    except Exception:  # noqa: BLE001 - any failure: the connection must not be reused
+        connection.invalidate()
+
+
 class StoreBase:
     """An engine and a session factory for one database URL; see `Store`."""
 
@@ -44,6 +71,8 @@ class StoreBase:
         self.engine = make_engine(self.url)
         self.dialect = self.engine.dialect.name
         self._sessions = make_session_factory(self.engine)
+        event.listen(self.engine, "before_execute", _refuse_writes)
+        event.listen(self.engine, "savepoint", _refuse_savepoints)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -75,19 +104,31 @@ class StoreBase:
     @contextmanager
     def reading(self) -> Iterator[None]:
         """Several reads in one session: the store calls made inside the block share one
-        connection checkout (one pre-ping on Postgres) and one transaction, committed when the
-        block ends. A request that answers from three reads costs one round of checkout, ping
-        and commit instead of three. For reads only: a write inside would commit with the block.
-        """
+        connection checkout (one pre-ping on Postgres). A request that answers from three reads
+        costs one checkout and ping instead of three.
+
+        On Postgres the connection is in autocommit for the block: each read is its own
+        statement, with no BEGIN and COMMIT around them (two round trips fewer per request;
+        the reads may see different snapshots, which a page of status and counts tolerates).
+        For reads only: an INSERT/UPDATE/DELETE (ORM flushes included) or a savepoint inside
+        raises WriteWhileReading (in autocommit a write would be atomic with nothing)."""
         if (shared := _READING.get()) is not None and shared[0] is self:
             yield
             return
-        with session_scope(self._sessions) as session:
+        with self._sessions() as session:
+            connection = session.connection()  # the checkout, and its pre-ping
+            connection.info[_READ_ONLY] = True
+            raw = None
+            if self.dialect == "postgresql":
+                raw = connection.connection.dbapi_connection
+                raw.autocommit = True
             token = _READING.set((self, session))
             try:
                 yield
             finally:
                 _READING.reset(token)
+                if not connection.invalidated:  # (a broken one takes its state with it)
+                    _end_reading(connection, raw)
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (`upgrade head`).

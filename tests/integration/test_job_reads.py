@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, text, update
+from sqlalchemy.exc import OperationalError
 
 from api.main import create_app
 from core.settings import Settings
+from db.store.base import _READING, WriteWhileReading
 from db.tables import Job, utcnow
 
 
@@ -70,6 +73,59 @@ def test_reads_inside_reading_share_one_session(store, checkouts):
     before = checkouts[0]
     store.get_job(job_id), store.latest_metrics(job_id)
     assert checkouts[0] - before == 2
+
+
+def test_reading_refuses_writes_and_writes_nothing(store):
+    job_id = _run(store, 5, finish=False)
+    with pytest.raises(WriteWhileReading), store.reading():
+        store.get_job(job_id)
+        store.finish_job(job_id, "succeeded")
+    assert store.get_job(job_id).status == "running"
+    with pytest.raises(WriteWhileReading), store.reading():
+        store.add_metrics(job_id, [("lr", 99, 1, 0.5, 0.0)])
+    assert 99 not in [p["step"] for p in store.series_points(job_id, ["lr"], 1000)["lr"]]
+    for step in range(100, 112):  # outside the block, writes work as ever, on every pooled
+        store.add_metrics(job_id, [("lr", step, 1, 0.5, 0.0)])  # connection
+    store.finish_job(job_id, "succeeded")
+    assert store.get_job(job_id).status == "succeeded"
+
+
+def _postgres_only(store):
+    if store.dialect != "postgresql":
+        pytest.skip("autocommit reads are a Postgres matter (SQLite reads cost no round trips)")
+
+
+def test_reading_opens_no_transaction_on_postgres(store):
+    """No BEGIN and COMMIT around the block's reads: between them the connection is idle, not
+    in a transaction; once back in the pool it is transactional again."""
+    _postgres_only(store)
+    job_id = _run(store, 5, finish=False)
+    with store.reading():
+        store.get_job(job_id)
+        raw = _READING.get()[1].connection().connection.dbapi_connection
+        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        store.latest_metrics(job_id)
+        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert raw.autocommit is False
+    with store.engine.connect() as conn:  # and a write transaction is still atomic
+        conn.execute(update(Job).where(Job.id == job_id).values(status="failed"))
+        conn.rollback()
+    assert store.get_job(job_id).status == "running"
+
+
+def test_a_connection_that_breaks_inside_reading_is_not_pooled(store):
+    _postgres_only(store)
+    job_id = _run(store, 5, finish=False)
+    with pytest.raises(OperationalError), store.reading():
+        pid = _READING.get()[1].execute(text("SELECT pg_backend_pid()")).scalar()
+        with store.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        store.get_job(job_id)
+    for _ in range(12):  # more than the pool holds: every connection it hands out works
+        with store.reading():
+            assert store.get_job(job_id).status == "running"
+    with store.engine.connect() as conn:
+        assert conn.connection.dbapi_connection.autocommit is False
 
 
 def test_get_job_answers_from_one_checkout(store, checkouts, tmp_path):
