@@ -220,7 +220,7 @@ def build_model_from_config(model: str, config) -> nn.Module:
 
 def build_optimizer(model: nn.Module, hp: dict,
                     device: torch.device | None = None) -> torch.optim.Optimizer:
-    """The job's optimizer; fused kernels on CUDA (models/acceleration.py)."""
+    """The job's optimizer; fused kernels on CUDA and the CPU (models/acceleration.py)."""
     params = model.parameters()
     options = optimizer_options(device) if device is not None else {}
     if hp["optimizer"] == "adam":

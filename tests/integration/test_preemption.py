@@ -19,6 +19,10 @@ from worker.runner import JobRunner
 
 TINY_MLP = {"epochs": 3, "hidden_sizes": [16, 16], "steps_per_epoch": 6, "seed": 3}
 CPU_WORKER = ("cpu", "auto")
+# A job that a test preempts or cancels while it runs: long enough (~0.3 s here) that the
+# reconciler's pass lands before it ends (20 epochs, ~50 ms, lost that race once steps got
+# faster).
+RACE_EPOCHS = 100
 CUDA_WORKER = ("cpu", "cuda", "auto")
 # Workers seen within the hour are live; nothing is re-sent; one minute before preemption.
 PASS = Settings(lease_seconds=3600, enqueue_grace_seconds=3600, preemption_min_run_seconds=60)
@@ -249,11 +253,11 @@ def after_checkpoints(store, job_id, n, action):
 
 def test_a_preempted_job_resumes_exactly_after_the_urgent_one(store, tmp_path):
     settings = fast(tmp_path)
-    reference = new_job(store, epochs=20)
+    reference = new_job(store, epochs=RACE_EPOCHS)
     assert JobRunner(store, settings, "ref").run(reference.id) == "succeeded"
 
     live_worker(store, "w")
-    low = new_job(store, epochs=20)
+    low = new_job(store, epochs=RACE_EPOCHS)
     seen: dict = {}
 
     def submit_urgent_and_reconcile():
@@ -289,7 +293,7 @@ def test_a_preempted_job_resumes_exactly_after_the_urgent_one(store, tmp_path):
 def test_with_a_long_minimum_the_running_job_keeps_its_worker(store, tmp_path):
     settings = fast(tmp_path, preemption_min_run_seconds=3600)
     live_worker(store, "w")
-    low = new_job(store, epochs=20)
+    low = new_job(store, epochs=RACE_EPOCHS)
     reports: list = []
 
     def submit_urgent_and_reconcile_until_done():
@@ -310,7 +314,7 @@ def test_with_a_long_minimum_the_running_job_keeps_its_worker(store, tmp_path):
 def test_a_cancel_wins_over_a_preemption(store, tmp_path):
     settings = fast(tmp_path)
     live_worker(store, "w")
-    low = new_job(store, epochs=20)
+    low = new_job(store, epochs=RACE_EPOCHS)
     seen: dict = {}
 
     def preempt_then_cancel():

@@ -1,7 +1,7 @@
 """The fast path (models/acceleration.py) on the CPU: what it changes here, and that a compiled
 run behaves as an eager one for the service (same curve within float tolerance, exact resume,
-checkpoints that load without compiling). The CUDA-only pieces (bf16, fused optimizers,
-channels_last, CUDA graphs) are checked where a GPU is (skipped here) and measured by
+checkpoints that load without compiling), and its fused optimizers. The CUDA-only pieces
+(bf16, channels_last, CUDA graphs) are checked where a GPU is (skipped here) and measured by
 bench/gpu.py."""
 
 from __future__ import annotations
@@ -46,10 +46,14 @@ class Steps(Callbacks):
         return True
 
 
-def test_on_the_cpu_the_fast_path_changes_nothing_but_compile():
+def test_on_the_cpu_the_fast_path_is_fused_optimizers_and_compile():
     assert resolve_precision("auto", CPU) == "fp32"
     assert resolve_precision("bf16", CPU) == "fp32"  # the CPU trains in fp32, as documented
-    assert optimizer_options(CPU) == {}
+    assert optimizer_options(CPU) == {"fused": True}
+    net = torch.nn.Linear(4, 4)
+    for optimizer in ("adam", "adamw", "sgd"):
+        hp = JobSpec("mlp", "digits", {"optimizer": optimizer}).hyperparameters
+        assert build_optimizer(net, hp, CPU).defaults["fused"] is True, optimizer
     assert memory_format("cnn", CPU) is None
     hp = JobSpec("mlp", "digits", {}).hyperparameters
     assert (hp["precision"], hp["compile"]) == ("auto", "off")
@@ -66,6 +70,24 @@ def test_on_a_gpu_the_fast_path_is_on():
     assert memory_format("cnn", gpu) is torch.channels_last
     if torch.cuda.is_bf16_supported():
         assert resolve_precision("auto", gpu) == "bf16"
+
+
+def test_a_checkpoint_from_per_parameter_kernels_resumes_exactly_with_them(monkeypatch):
+    """Checkpoints made before the CPU's optimizers were fused: resumed now, the run goes on
+    with the kernels it started with (the optimizer's state says which), step for step the
+    same as the uninterrupted run of then."""
+    import models.train
+
+    monkeypatch.setattr(models.train, "optimizer_options", lambda device: {})
+    then, stopped = Steps(), Steps(stop_after=8)
+    fit(JobSpec("mlp", "digits", HP), then)
+    fit(JobSpec("mlp", "digits", HP), stopped)
+    monkeypatch.undo()
+    resumed = Steps()
+    fit(JobSpec("mlp", "digits", HP), resumed, resume_from=stopped.blobs[-1])
+    assert resumed.losses == {s: v for s, v in then.losses.items() if s in resumed.losses}
+    assert len(resumed.losses) == 4
+    assert resumed.epochs[-1]["val_loss"] == then.epochs[-1]["val_loss"]
 
 
 def test_a_compiled_run_follows_the_eager_one_and_resumes_exactly():
