@@ -126,6 +126,9 @@ def test_a_connection_that_breaks_inside_reading_is_not_pooled(store):
             assert store.get_job(job_id).status == "running"
     with store.engine.connect() as conn:
         assert conn.connection.dbapi_connection.autocommit is False
+    for step in range(100, 112):  # and takes writes (no connection kept the read-only mark)
+        store.add_metrics(job_id, [("lr", step, 1, 0.5, 0.0)])
+    assert len(store.series_points(job_id, ["lr"], 1000)["lr"]) == 5 + 12
 
 
 def test_get_job_answers_from_one_checkout(store, checkouts, tmp_path):
