@@ -15,6 +15,9 @@ from worker.reconciler import reconcile_once
 from worker.runner import JobRunner
 
 TINY_MLP = {"epochs": 3, "hidden_sizes": [16, 16], "steps_per_epoch": 6, "seed": 3}
+# A job that a test drains while it runs: long enough (~0.3 s here) that the drain lands before
+# it ends (20 epochs, ~50 ms, lost that race once steps got faster).
+RACE_EPOCHS = 100
 
 
 def new_job(store, **hp):
@@ -111,10 +114,10 @@ def test_the_same_idempotency_key_creates_one_job(store):
 def test_a_drained_job_goes_back_to_the_queue_and_resumes_identically(store, tmp_path):
     settings = Settings(home=tmp_path, metrics_flush_seconds=0.05, cancel_check_seconds=0.0,
                         heartbeat_seconds=0.05)
-    reference = new_job(store, epochs=20)
+    reference = new_job(store, epochs=RACE_EPOCHS)
     assert JobRunner(store, settings, "ref").run(reference.id) == "succeeded"
 
-    job = new_job(store, epochs=20)
+    job = new_job(store, epochs=RACE_EPOCHS)
 
     def sigterm_after_two_checkpoints():  # what the worker_shutting_down signal does
         deadline = time.monotonic() + 60
@@ -181,10 +184,10 @@ def test_a_worker_whose_job_was_taken_stops(store, tmp_path):
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(store, tmp_path):
     settings = Settings(home=tmp_path, metrics_flush_seconds=0.05, cancel_check_seconds=0.0,
                         heartbeat_seconds=0.05)
-    reference = new_job(store, epochs=20)
+    reference = new_job(store, epochs=RACE_EPOCHS)
     assert JobRunner(store, settings, "ref").run(reference.id) == "succeeded"
 
-    job = new_job(store, epochs=20)
+    job = new_job(store, epochs=RACE_EPOCHS)
 
     def drain_after_three_checkpoints():
         deadline = time.monotonic() + 60
