@@ -64,27 +64,23 @@ def bare_run(model_name: str, dataset: str, hp_in: dict, evaluate: bool = False)
     validation loss and accuracy in batches of 2048 under no_grad, as fit() does."""
     import torch
 
-    from models.acceleration import optimizer_options
     from models.data import load_image_dataset
     from models.registry import validate_hyperparameters
-    from models.train import build_model_from_config, build_scheduler, model_config
+    from models.train import (
+        build_model_from_config,
+        build_optimizer,
+        build_scheduler,
+        model_config,
+    )
 
     t_start = time.perf_counter()
     hp = validate_hyperparameters(model_name, hp_in)
     data = load_image_dataset(dataset, None, seed=hp["seed"])
     torch.manual_seed(hp["seed"])
     model = build_model_from_config(model_name, model_config(model_name, hp, data))
-    params = model.parameters()
-    # the kernels the service picks for this device (fused on the CPU and CUDA): the pair
-    # measures what the service adds, not a choice of optimizer kernels (bench/gpu.py does)
-    fused = optimizer_options(torch.device("cpu"))
-    if hp["optimizer"] == "adam":
-        opt = torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"], **fused)
-    elif hp["optimizer"] == "adamw":
-        opt = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"], **fused)
-    else:
-        opt = torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"],
-                              weight_decay=hp["weight_decay"], **fused)
+    # the service's own optimizer, kernels included (fused on the CPU and CUDA): the pair
+    # measures what the service adds, not a choice of optimizer (optimizer_kernels.py does)
+    opt = build_optimizer(model, hp, torch.device("cpu"))
     x_train, y_train = data.x_train, data.y_train
     n, bs, epochs = x_train.shape[0], hp["batch_size"], hp["epochs"]
     spe = math.ceil(n / bs)
