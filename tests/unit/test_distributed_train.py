@@ -94,12 +94,14 @@ def test_two_processes_train_like_one_with_the_same_global_batch(digits):
 
 def test_a_batch_smaller_than_the_world_leaves_a_rank_idle_but_in_step(digits):
     # batch_size 1 on two ranks: rank 1's part is empty, it joins each all-reduce with zero
-    # gradients, and the run is still one process's
+    # gradients, and the run is still one process's. 9 steps: 8 reported together, then the
+    # epoch end's flush sums a single loss over the ranks (the reporter's one-loss path)
     spec = JobSpec("mlp", "digits", {"epochs": 1, "hidden_sizes": [16, 16], "dropout": 0.0,
-                                     "batch_size": 1, "steps_per_epoch": 6, "lr": 0.01}, "cpu")
+                                     "batch_size": 1, "steps_per_epoch": 9, "lr": 0.01}, "cpu")
     one, two = Recorder(), Recorder()
     fit(spec, one, data=digits)
     fit_job(spec, two, gpus=2, data=digits)
+    assert len(two.steps) == 9
     assert_same_curve(one, two)
 
 
