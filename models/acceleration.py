@@ -7,11 +7,11 @@ says what each gave). On the CPU only the fused optimizers apply, and `compile: 
   newer), fp32 elsewhere; `bf16` asks for it, `fp32` refuses it. The loss and the optimizer
   stay fp32 (autocast runs matmuls and convolutions in bf16 only), so no loss scaling is needed.
 - fused optimizers (Adam, AdamW, SGD) on CUDA and on the CPU: one kernel updates every
-  parameter, instead of a few per parameter. On one CPU core (2026-12-01, quiet, alternating
-  in one process) the optimizer step took 35-60 % of the time of the per-parameter one and
-  the whole training step went from 0.51 to 0.37 ms (digits MLP), 1.46 to 1.34 ms (CNN),
-  19.5 to 19.5 ms (RNN-LM). An earlier reading of the CNN as slower (5.2 -> 7.8 ms) was not
-  reproduced. On the digits MLP the fused kernels gave the very same losses, step for step,
+  parameter, instead of a few per parameter. On one CPU core (bench/optimizer_kernels.py,
+  results in bench/results/optimizer_kernels.json) the optimizer step took 37-60 % of the time
+  of the per-parameter one and the whole training step went from 0.50 to 0.39 ms (digits
+  MLP) and 1.46 to 1.34 ms (CNN); the RNN-LM's 21.6 ms did not change. An earlier reading of
+  the CNN as slower (5.2 -> 7.8 ms) was not reproduced. On the digits MLP the fused kernels gave the very same losses, step for step,
   as the per-parameter ones. A checkpoint keeps its optimizer's choice (torch restores it with
   the param groups): a run resumed from one made before goes on with per-parameter kernels.
 - channels_last for the CNN on CUDA: cuDNN's convolutions run NHWC without transposes. The
