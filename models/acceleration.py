@@ -11,9 +11,10 @@ says what each gave). On the CPU only the fused optimizers apply, and `compile: 
   results in bench/results/optimizer_kernels.json) the optimizer step took 37-60 % of the time
   of the per-parameter one and the whole training step went from 0.50 to 0.39 ms (digits
   MLP) and 1.46 to 1.34 ms (CNN); the RNN-LM's 21.6 ms did not change. An earlier reading of
-  the CNN as slower (5.2 -> 7.8 ms) was not reproduced. On the digits MLP the fused kernels gave the very same losses, step for step,
-  as the per-parameter ones. A checkpoint keeps its optimizer's choice (torch restores it with
-  the param groups): a run resumed from one made before goes on with per-parameter kernels.
+  the CNN as slower (5.2 -> 7.8 ms) was not reproduced. On the digits MLP the fused kernels
+  gave the very same losses, step for step, as the per-parameter ones. A checkpoint keeps its
+  optimizer's choice (torch restores it with the param groups): a run resumed from one made
+  before goes on with per-parameter kernels.
 - channels_last for the CNN on CUDA: cuDNN's convolutions run NHWC without transposes. The
   weights keep their logical shape, so checkpoints are the same on either device.
 - `compile`: `on` wraps the training forward in torch.compile (TorchInductor), `cudagraphs`
