@@ -5,10 +5,12 @@ A worker process sees the GPUs in its CUDA_VISIBLE_DEVICES (`trainyard worker --
 claim it measures the free memory of its fullest GPU (torch.cuda.mem_get_info: what every process on
 that GPU has left, not only this one), so a job whose estimated memory (jobs.memory_bytes,
 models.training_memory_bytes) plus TRAINYARD_GPU_MEMORY_RESERVE_BYTES does not fit is left for
-later, or for a worker with room. The measure is a snapshot: two processes on one GPU that
-claim at the same moment may both see the same free memory; a job that then runs out of
-memory fails alone with a clear message (worker/runner.py), its neighbours in their own
-processes untouched.
+later, or for a worker with room. That measure is a snapshot, blind to a job another process
+on the same GPU claimed a moment ago and has not allocated for yet; so a worker also names its
+GPUs (their UUIDs, on its row) and total memory, and its claim subtracts the estimates of the
+jobs running on any GPU it shares (db/store/scheduling.py: claims on one GPU take turns).
+An estimate can still be short: a job that then runs out of memory fails alone with a clear
+message (worker/runner.py), its neighbours in their own processes untouched.
 
 CUDA is initialised here only in a process that serves the cuda queue, which is the process
 that will train on it.
@@ -17,9 +19,13 @@ that will train on it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 from db.store.scheduling import Capacity
+
+# Kept out of a GPU's UUID as stored: the separator of workers.gpu_ids and LIKE's wildcards.
+_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 
 
 def cuda_available() -> bool:
@@ -43,14 +49,39 @@ def free_memory_bytes() -> int | None:
     return min(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
 
 
+def gpu_ids() -> tuple[str, ...]:
+    """The UUIDs of the visible GPUs (empty without CUDA): the same GPU has the same UUID in
+    every process and on every host, whatever CUDA_VISIBLE_DEVICES numbers it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return ()
+    return tuple(_UNSAFE.sub("", str(torch.cuda.get_device_properties(i).uuid))
+                 for i in range(torch.cuda.device_count()))
+
+
+def total_memory_bytes() -> int | None:
+    """Total memory of the smallest visible GPU (None without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return min(torch.cuda.get_device_properties(i).total_memory
+               for i in range(torch.cuda.device_count()))
+
+
 def capacity(queues: Sequence[str], reserve_bytes: int) -> Capacity:
     """What a worker serving `queues` can give the next job. A worker for cuda jobs gives its
-    visible GPUs and its free memory less the reserve; a CPU-only one gives a process per core
+    visible GPUs, their free and total memory less the reserve, and their UUIDs (so that its
+    claim counts the jobs of other processes on them); a CPU-only one gives a process per core
     to a distributed job (gloo) and has no GPU memory to check."""
     if "cuda" in queues and cuda_available():
-        free = free_memory_bytes()
+        free, total = free_memory_bytes(), total_memory_bytes()
         return Capacity(gpus=max(1, gpu_count()),
-                        free_memory_bytes=None if free is None else max(0, free - reserve_bytes))
+                        free_memory_bytes=None if free is None else max(0, free - reserve_bytes),
+                        gpu_ids=gpu_ids(),
+                        total_memory_bytes=None if total is None else total - reserve_bytes,
+                        reserve_bytes=reserve_bytes)
     return Capacity(gpus=max(1, os.cpu_count() or 1))
 
 

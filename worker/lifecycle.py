@@ -39,14 +39,16 @@ DRAIN_REQUESTED = threading.Event()
 
 
 def describe_hardware() -> dict:
-    """What GET /workers shows of this process's hardware: torch's version, and the first
-    visible GPU's name and memory where CUDA is available (CUDA is initialised only to ask)."""
+    """What GET /workers shows of this process's hardware: torch's version, and where CUDA is
+    available the first visible GPU's name and memory and every visible GPU's UUID (CUDA is
+    initialised only to ask)."""
     import torch
 
     described = {"torch_version": torch.__version__}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        described.update(gpu_name=props.name, gpu_memory_bytes=int(props.total_memory))
+        described.update(gpu_name=props.name, gpu_memory_bytes=int(props.total_memory),
+                         gpu_ids=gpus.gpu_ids())
     return described
 
 

@@ -89,6 +89,10 @@ class WorkerOut(BaseModel):
     gpu_free_bytes: int | None = Field(
         default=None, description="Free memory of its fullest GPU at its latest beat; null "
         "without CUDA.")
+    gpu_ids: list[str] = Field(
+        default_factory=list, description="The UUIDs of the GPUs it trains on (empty without "
+        "CUDA). Workers that share a GPU count each other's jobs' memory estimates when they "
+        "claim.")
     torch_version: str | None
     state: Literal["idle", "busy", "draining", "lost"] = Field(
         description="idle: waiting for a job; busy: running one; draining: an admin asked it "

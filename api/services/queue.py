@@ -10,8 +10,9 @@ The reason is the first of these that holds:
 3. `owner_limit`: the owner already runs TRAINYARD_MAX_RUNNING_JOBS_PER_USER jobs; the claim
    passes the job over, wherever it stands, until one of them ends.
 4. `gpu_memory`: every worker that could run it is on a GPU without the job's estimated memory
-   (plus TRAINYARD_GPU_MEMORY_RESERVE_BYTES) free at its latest beat: other jobs on those
-   GPUs hold it; the claim passes the job over until one of them frees enough.
+   (plus TRAINYARD_GPU_MEMORY_RESERVE_BYTES) free at its latest beat, or whose jobs' estimates
+   leave less than that of its total: other jobs on those GPUs hold it; the claim passes the
+   job over until one of them frees enough.
 5. `next`: a worker is idle for it (fewer jobs ahead than idle workers): it starts as soon as
    a worker claims it.
 6. `preempting`: a running job of lower priority has been asked to stop (checkpointed), and
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 from api.schemas import QueueInfo, QueueReason
 from db.store.queue import QueueFacts, QueueWorker
+from db.store.scheduling import memory_for_next_job
 
 
 def _count(n: int, noun: str) -> str:
@@ -117,19 +119,31 @@ def _gpus(facts: QueueFacts, serving: list[QueueWorker]) -> QueueReason | None:
 
 def _gpu_memory(facts: QueueFacts, serving: list[QueueWorker],
                 reserve_bytes: int) -> QueueReason | None:
-    """`gpu_memory` when the job has an estimate and every serving worker is on a GPU whose
-    free memory (at its latest beat) is short of it; a CPU worker (no GPU memory) never is."""
+    """`gpu_memory` when the job has an estimate and every serving worker is on a GPU that
+    has less room for it than that, as its claim would count it (db/store/scheduling.py):
+    free memory at its latest beat, less the estimates of the jobs running on the GPUs it
+    shares, each less a reserve. A CPU worker (no GPU memory) never is."""
     if facts.memory_bytes is None:
         return None
-    need = facts.memory_bytes + reserve_bytes
-    free = [w.gpu_free_bytes for w in serving]
-    if any(f is None or f >= need for f in free):
+    room = [_room(w, reserve_bytes) for w in serving]
+    if any(r is None or r >= facts.memory_bytes for r in room):
         return None
     return QueueReason(code="gpu_memory", message=(
-        f"it needs about {need / GIB:.1f} GiB of GPU memory (its estimate plus "
-        f"TRAINYARD_GPU_MEMORY_RESERVE_BYTES); the most free on the GPU of "
-        f"{_count(len(serving), 'worker')} that can run it is {max(free) / GIB:.1f} GiB: it "
-        "starts when jobs on those GPUs end and free it"))
+        f"it needs about {(facts.memory_bytes + reserve_bytes) / GIB:.1f} GiB of GPU memory "
+        f"(its estimate plus TRAINYARD_GPU_MEMORY_RESERVE_BYTES); the most the GPU of "
+        f"{_count(len(serving), 'worker')} that can run it has left, after the jobs running "
+        f"on it, is {(max(room) + reserve_bytes) / GIB:.1f} GiB: it starts when jobs on those "
+        "GPUs end and free it"))
+
+
+def _room(worker: QueueWorker, reserve_bytes: int) -> int | None:
+    """What a job claimed by `worker` now may use of its GPU (None: not a GPU worker)."""
+    if worker.gpu_free_bytes is None:
+        return None
+    total = None if worker.gpu_total_bytes is None else worker.gpu_total_bytes - reserve_bytes
+    return memory_for_next_job(worker.gpu_free_bytes - reserve_bytes, total,
+                               worker.gpu_committed_bytes, worker.gpu_committed_jobs,
+                               reserve_bytes)
 
 
 def _waiting(facts: QueueFacts, serving: list[QueueWorker]) -> QueueReason:

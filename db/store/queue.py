@@ -42,6 +42,9 @@ class QueueWorker:
     preempt_requested: bool  # that job has been asked to stop for one of higher priority
     gpus: int | None = None  # how many GPUs (CPU: processes) it can give one job
     gpu_free_bytes: int | None = None  # its fullest GPU's free memory (None: no CUDA)
+    gpu_total_bytes: int | None = None  # that GPU's total memory
+    gpu_committed_bytes: int = 0  # estimates of the jobs running on the GPUs it shares
+    gpu_committed_jobs: int = 0  # how many jobs those are
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,16 @@ def _remaining(eta: float | None, as_of: dt.datetime | None, now: dt.datetime) -
     if eta is None or as_of is None:
         return None
     return max(0.0, eta - (now - as_of).total_seconds())
+
+
+def _running_on_gpus(s: Session) -> list[tuple[int, set[str]]]:
+    """(memory estimate, its worker's GPU UUIDs) of each running job that has both: what a
+    claim on one of those GPUs subtracts (db/store/scheduling.py). A handful of rows."""
+    rows = s.execute(select(Job.memory_bytes, Worker.gpu_ids)
+                     .join(Worker, Worker.name == Job.worker)
+                     .where(Job.status == "running", Job.memory_bytes.is_not(None),
+                            Worker.gpu_ids.is_not(None))).all()
+    return [(int(memory), set(filter(None, ids.split(",")))) for memory, ids in rows]
 
 
 class QueueMixin:
@@ -111,16 +124,25 @@ class QueueMixin:
         cutoff = now - dt.timedelta(seconds=alive_seconds)
         rows = s.execute(
             select(Worker.name, Worker.queues, Worker.state, Job.priority, Job.eta_seconds,
-                   Job.updated_at, Job.preempt_requested_at, Worker.gpus, Worker.gpu_free_bytes)
+                   Job.updated_at, Job.preempt_requested_at, Worker.gpus, Worker.gpu_free_bytes,
+                   Worker.gpu_memory_bytes, Worker.gpu_ids)
             .outerjoin(Job, and_(Job.id == Worker.job_id, Job.status == "running"))
             .where(Worker.seen_at >= cutoff, Worker.stopped_at.is_(None))
             .order_by(Worker.name)).all()
-        return tuple(
-            QueueWorker(name=row.name, state=row.state, job_priority=row.priority,
-                        remaining_seconds=_remaining(row.eta_seconds, row.updated_at, now),
-                        preempt_requested=row.preempt_requested_at is not None,
-                        gpus=row.gpus, gpu_free_bytes=row.gpu_free_bytes)
-            for row in rows if device in row.queues.split(","))
+        rows = [row for row in rows if device in row.queues.split(",")]
+        on_gpus = _running_on_gpus(s) if any(row.gpu_ids for row in rows) else []
+        workers = []
+        for row in rows:
+            ids = set(filter(None, (row.gpu_ids or "").split(",")))
+            sharing = [memory for memory, gpus in on_gpus if ids & gpus]
+            workers.append(QueueWorker(
+                name=row.name, state=row.state, job_priority=row.priority,
+                remaining_seconds=_remaining(row.eta_seconds, row.updated_at, now),
+                preempt_requested=row.preempt_requested_at is not None, gpus=row.gpus,
+                gpu_free_bytes=row.gpu_free_bytes,
+                gpu_total_bytes=row.gpu_memory_bytes if ids else None,
+                gpu_committed_bytes=sum(sharing), gpu_committed_jobs=len(sharing)))
+        return tuple(workers)
 
     @staticmethod
     def _mean_job_seconds(s: Session) -> float | None:

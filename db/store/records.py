@@ -167,3 +167,4 @@ class WorkerRecord(Record):
     drain_requested_at: dt.datetime | None
     gpus: int | None = None  # how many GPUs (CPU: processes) it can give one job
     gpu_free_bytes: int | None = None  # free memory of its fullest GPU at its latest beat
+    gpu_ids: tuple[str, ...] = ()  # the UUIDs of the GPUs it trains on

@@ -21,7 +21,7 @@ the UPDATE is still guarded by `status = 'queued'`: every job runs exactly once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import bindparam, case, func, insert, or_, select, text, update
 
@@ -32,14 +32,48 @@ from db.tables import PRIORITY_MAX, Checkpoint, Job, JobAttempt, Worker, utcnow
 REPRIORITIZABLE = ("queued", "running")
 
 
+# First half of the two-int Postgres advisory lock held while a claim counts the memory of
+# the jobs on one GPU (the second half: hashtext of the GPU's UUID).
+GPU_MEMORY_LOCK_CLASS = 0x7479_6770  # "tygp"
+
+
 @dataclass(frozen=True)
 class Capacity:
     """What a worker can give the job it claims: `gpus` GPUs (on CPU: processes for a
     distributed job), and on a GPU `free_memory_bytes` (its fullest GPU's free memory, less
-    the reserve for a CUDA context; None: not measured, memory is not checked)."""
+    the reserve for a CUDA context; None: not measured, memory is not checked).
+
+    Free memory is a snapshot: a job claimed a moment ago by another process on the same GPU
+    has not allocated yet. So a worker that names its GPUs (`gpu_ids`, UUIDs) and their
+    `total_memory_bytes` (the smallest, less the reserve) has the claim also subtract the
+    estimates of the jobs running on any GPU it shares, plus `reserve_bytes` for each of
+    their CUDA contexts (see `memory_for_next_job`)."""
 
     gpus: int = 1
     free_memory_bytes: int | None = None
+    gpu_ids: tuple[str, ...] = ()
+    total_memory_bytes: int | None = None
+    reserve_bytes: int = 0
+
+
+def memory_for_next_job(free_bytes: int | None, total_bytes: int | None, committed_bytes: int,
+                        committed_jobs: int, reserve_bytes: int) -> int | None:
+    """How much GPU memory a job claimed now may use: the GPU's measured free memory, and no
+    more than what the estimates of the `committed_jobs` already running there (together
+    `committed_bytes`, plus a reserve each) leave of its total. Both inputs are already less
+    the new job's own reserve; None when free memory is not measured."""
+    if free_bytes is None:
+        return None
+    if total_bytes is None:
+        return max(0, free_bytes)
+    unclaimed = total_bytes - committed_bytes - committed_jobs * reserve_bytes
+    return max(0, min(free_bytes, unclaimed))
+
+
+def shares_a_gpu(gpu_ids_column, gpu_ids: Sequence[str]):
+    """SQL: the comma-separated `gpu_ids_column` names one of `gpu_ids`."""
+    padded = "," + func.coalesce(gpu_ids_column, "") + ","
+    return or_(*(padded.like(f"%,{gpu_id},%") for gpu_id in gpu_ids))
 
 
 def device_class_of(queues: Sequence[str]) -> str:
@@ -72,6 +106,8 @@ class SchedulingMixin:
             if self.dialect == "sqlite":
                 s.connection().exec_driver_sql("BEGIN IMMEDIATE")
             share, blocked = self._running_by_owner(s, device_class, max_running_per_owner)
+            if capacity is not None and capacity.gpu_ids:
+                capacity = self._less_committed_memory(s, capacity)
             below = None  # look at the priority levels from the top down
             while heads := self._heads_of_top_level(s, devices, blocked, below, capacity):
                 level = heads[0][0]
@@ -95,6 +131,25 @@ class SchedulingMixin:
             .where(Job.status == "running").group_by(Job.owner)).all()
         blocked = [o for o, total, _ in rows if max_running is not None and total >= max_running]
         return {o: int(n or 0) for o, _, n in rows}, blocked
+
+    def _less_committed_memory(self, s, capacity: Capacity) -> Capacity:
+        """`capacity` with its free memory lowered to what the jobs running on its GPUs leave
+        (see Capacity). Claims on one GPU take turns from here to their commit (PostgreSQL:
+        an advisory lock per GPU, taken in UUID order so two claims never wait on each other;
+        SQLite: the claim already holds the write lock), so each counts the jobs the others
+        claimed."""
+        if self.dialect == "postgresql":
+            for gpu_id in sorted(set(capacity.gpu_ids)):
+                s.execute(text("SELECT pg_advisory_xact_lock(CAST(:cls AS integer), "
+                               "hashtext(:gpu))"), {"cls": GPU_MEMORY_LOCK_CLASS, "gpu": gpu_id})
+        committed, jobs = s.execute(
+            select(func.coalesce(func.sum(Job.memory_bytes), 0), func.count())
+            .select_from(Job).join(Worker, Worker.name == Job.worker)
+            .where(Job.status == "running", Job.memory_bytes.is_not(None),
+                   shares_a_gpu(Worker.gpu_ids, capacity.gpu_ids))).one()
+        free = memory_for_next_job(capacity.free_memory_bytes, capacity.total_memory_bytes,
+                                   int(committed), int(jobs), capacity.reserve_bytes)
+        return replace(capacity, free_memory_bytes=free)
 
     def _heads_of_top_level(self, s, devices, blocked, below: int | None,
                             capacity: Capacity | None = None) -> list[tuple[int, str, int]]:

@@ -21,16 +21,18 @@ class WorkersMixin:
                            starting: bool = False, gpu_name: str | None = None,
                            gpu_memory_bytes: int | None = None,
                            torch_version: str | None = None, gpus: int | None = None,
-                           gpu_free_bytes: int | None = None) -> bool:
+                           gpu_free_bytes: int | None = None,
+                           gpu_ids: Sequence[str] = ()) -> bool:
         """A worker's presence beat: insert its row or renew `seen_at` (one upsert). With
         `starting` (a process's first beat) the row starts over as idle, not draining, and
         takes the process's hardware description. Returns whether an admin has asked this
         worker to drain (POST /workers/{name}/drain): the beat is how the process learns it.
         `gpus` and `gpu_free_bytes` are renewed at every beat (free memory changes as the
-        GPU's other jobs come and go)."""
+        GPU's other jobs come and go); `gpu_ids` (its GPUs' UUIDs) with the description."""
         now = utcnow()
         described = {"device_class": device_class_of(queues), "gpu_name": gpu_name,
-                     "gpu_memory_bytes": gpu_memory_bytes, "torch_version": torch_version}
+                     "gpu_memory_bytes": gpu_memory_bytes, "torch_version": torch_version,
+                     "gpu_ids": ",".join(gpu_ids) or None}
         stmt = self._dialect_insert(Worker.__table__).values(
             name=name, hostname=hostname, pid=pid, queues=",".join(queues), started_at=now,
             seen_at=now, stopped_at=None, state="idle", jobs_done=0, infra_failures=0,
@@ -157,4 +159,5 @@ def _worker_record(worker: Worker, job_owner: str | None, now: dt.datetime,
         started_at=worker.started_at, seen_at=worker.seen_at, seen_seconds_ago=seen_ago,
         jobs_done=worker.jobs_done, infra_failures=worker.infra_failures,
         drain_requested_at=worker.drain_requested_at, gpus=worker.gpus,
-        gpu_free_bytes=worker.gpu_free_bytes)
+        gpu_free_bytes=worker.gpu_free_bytes,
+        gpu_ids=tuple(filter(None, (worker.gpu_ids or "").split(","))))

@@ -62,6 +62,10 @@ class Worker(Base):
         "How many GPUs (on a CPU worker: processes) it can give one job (migration 0011)."))
     gpu_free_bytes: Mapped[int | None] = mapped_column(BigInteger, doc=(
         "Free memory of its fullest GPU at its latest beat; NULL without CUDA."))
+    gpu_ids: Mapped[str | None] = mapped_column(String(2000), doc=(
+        "The UUIDs of the GPUs it trains on, comma-separated; NULL without CUDA. A claim "
+        "counts the memory estimates of the jobs running on any GPU it shares (migration "
+        "0018)."))
     torch_version: Mapped[str | None] = mapped_column(String(50), doc="The torch it trains with.")
     state: Mapped[str] = mapped_column(String(16), default="idle", server_default="idle", doc=(
         "`idle`, `busy` (running `job_id`), or `draining` (asked to give its job back and take "

@@ -3,26 +3,40 @@
 POST /jobs records the job's `gpus` and its estimated memory; a worker's claim (through the
 store, exactly as worker/runner.py claims) passes over jobs asking for more GPUs or more free
 GPU memory than it has, and takes them once it has; GET /jobs/{id} says why such a job waits
-(`gpus`, `gpu_memory`). No GPU is needed: a worker's capacity is what its presence beat reports
-and what its claim passes, as a GPU worker reports and passes it.
+(`gpus`, `gpu_memory`). Processes that share a GPU (same UUID) count the estimates of the jobs
+each other claimed, even when they claim at the same moment from the same measure. No GPU is
+needed: a worker's capacity is what its presence beat reports and what its claim passes, as a
+GPU worker reports and passes it.
 """
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+import torch
 
 from db.store.scheduling import Capacity
 from models import training_memory_bytes
+from worker import gpus
+from worker.lifecycle import PresenceBeat
 
 HP = {"epochs": 1, "hidden_sizes": [16, 16], "seed": 1}
 CUDA_QUEUES = ["cuda", "auto"]
 GIB = 1024**3
 
 
-def gpu_worker(store, name, gpus=1, free=8 * GIB) -> str:
+def gpu_worker(store, name, gpus=1, free=8 * GIB, gpu_ids=(), total=None) -> str:
     store.record_worker_seen(name, "host", 1, CUDA_QUEUES, starting=True, gpus=gpus,
-                             gpu_free_bytes=free)
+                             gpu_free_bytes=free, gpu_ids=gpu_ids, gpu_memory_bytes=total)
     return name
+
+
+def on_gpu(gpu_id: str, total: int, reserve: int) -> Capacity:
+    """What a worker on an idle GPU `gpu_id` measures before its claim (as worker/gpus.py
+    reports it: free and total less the reserve)."""
+    return Capacity(gpus=1, free_memory_bytes=total - reserve, gpu_ids=(gpu_id,),
+                    total_memory_bytes=total - reserve, reserve_bytes=reserve)
 
 
 def submit(client, **body) -> dict:
@@ -102,3 +116,106 @@ def test_jobs_without_an_estimate_and_cpu_workers_are_not_held_back(client, stor
     auto = submit(client, device="auto")["id"]
     store.record_worker_seen("cpu-1", "host", 1, ["cpu", "auto"], starting=True, gpus=2)
     assert client.get(f"/jobs/{auto}").json()["queue"]["reason"]["code"] != "gpu_memory"
+
+
+def test_claims_on_a_shared_gpu_count_the_jobs_already_claimed_there(client, store,
+                                                                      api_settings):
+    jobs = [submit(client, device="cuda") for _ in range(3)]
+    need = jobs[0]["memory_bytes"]
+    reserve = api_settings.gpu_memory_reserve_bytes
+    total = 2 * (need + reserve)  # room for two jobs, each with its CUDA context
+    sharing = [gpu_worker(store, f"gpu-a{i}", free=total, gpu_ids=["GPU-a"], total=total)
+               for i in range(3)]
+    # All three processes measured an idle GPU before claiming: the memory measure alone
+    # would let each take a job. The claims count each other instead.
+    first = store.claim_next_job(sharing[0], CUDA_QUEUES, "cuda",
+                                 capacity=on_gpu("GPU-a", total, reserve))
+    second = store.claim_next_job(sharing[1], CUDA_QUEUES, "cuda",
+                                  capacity=on_gpu("GPU-a", total, reserve))
+    assert [first.id, second.id] == [jobs[0]["id"], jobs[1]["id"]]
+    assert store.claim_next_job(sharing[2], CUDA_QUEUES, "cuda",
+                                capacity=on_gpu("GPU-a", total, reserve)) is None
+    # The third job says why it waits, though the workers' beats still show an idle GPU.
+    reason = client.get(f"/jobs/{jobs[2]['id']}").json()["queue"]["reason"]
+    assert reason["code"] == "gpu_memory", reason
+    assert "after the jobs running on it" in reason["message"]
+    # GET /workers names each worker's GPUs.
+    shown = {w["name"]: w for w in client.get("/workers").json()["items"]}
+    assert shown["gpu-a0"]["gpu_ids"] == ["GPU-a"]
+
+    # A worker on another GPU takes it at once...
+    other = gpu_worker(store, "gpu-b0", free=total, gpu_ids=["GPU-b"], total=total)
+    assert client.get(f"/jobs/{jobs[2]['id']}").json()["queue"]["reason"]["code"] == "next"
+    # ...but one on GPU A does once a job there has ended.
+    assert store.finish_job(first.id, "succeeded")
+    claimed = store.claim_next_job(sharing[2], CUDA_QUEUES, "cuda",
+                                   capacity=on_gpu("GPU-a", total, reserve))
+    assert claimed.id == jobs[2]["id"]
+    assert store.claim_next_job(other, CUDA_QUEUES, "cuda",
+                                capacity=on_gpu("GPU-b", total, reserve)) is None
+
+
+def test_a_worker_on_two_gpus_counts_the_jobs_on_either(client, store, api_settings):
+    jobs = [submit(client, device="cuda") for _ in range(2)]
+    need = jobs[0]["memory_bytes"]
+    reserve = api_settings.gpu_memory_reserve_bytes
+    total = need + reserve  # room for one job
+    alone = gpu_worker(store, "gpu-c", gpu_ids=["GPU-c"], total=total)
+    pair = gpu_worker(store, "gpu-cd", gpus=2, gpu_ids=["GPU-c", "GPU-d"], total=total)
+    assert store.claim_next_job(alone, CUDA_QUEUES, "cuda",
+                                capacity=on_gpu("GPU-c", total, reserve)).id == jobs[0]["id"]
+    both = Capacity(gpus=2, free_memory_bytes=total - reserve, gpu_ids=("GPU-c", "GPU-d"),
+                    total_memory_bytes=total - reserve, reserve_bytes=reserve)
+    assert store.claim_next_job(pair, CUDA_QUEUES, "cuda", capacity=both) is None
+
+
+def test_concurrent_claims_on_one_gpu_never_overcommit_it(client, store, api_settings):
+    """Six processes on one GPU claim at the same moment, each from the same measure of an
+    idle GPU: exactly as many jobs as fit are taken (PostgreSQL claims run concurrently; the
+    per-GPU lock makes them take turns)."""
+    jobs = [submit(client, device="cuda") for _ in range(6)]
+    need = jobs[0]["memory_bytes"]
+    reserve = api_settings.gpu_memory_reserve_bytes
+    total = 2 * (need + reserve)
+    names = [gpu_worker(store, f"gpu-e{i}", free=total, gpu_ids=["GPU-e"], total=total)
+             for i in range(6)]
+    start = threading.Barrier(len(names))
+    claimed, errors = [], []
+
+    def claim(name: str) -> None:
+        try:
+            start.wait(10)
+            job = store.claim_next_job(name, CUDA_QUEUES, "cuda",
+                                       capacity=on_gpu("GPU-e", total, reserve))
+            if job is not None:
+                claimed.append(job.id)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert sorted(claimed) == [jobs[0]["id"], jobs[1]["id"]]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_worker_without_cuda_names_no_gpu_and_has_no_memory_to_count(store):
+    has = gpus.capacity(CUDA_QUEUES, reserve_bytes=GIB)
+    assert has.gpu_ids == () and has.free_memory_bytes is None
+    assert has.total_memory_bytes is None
+    PresenceBeat(store, "cpu-w", CUDA_QUEUES, interval=5, forget_after=60).tick()
+    assert store.get_worker("cpu-w", lease_seconds=30).gpu_ids == ()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_worker_names_its_gpus_and_their_memory(store):
+    has = gpus.capacity(CUDA_QUEUES, reserve_bytes=GIB)
+    count = torch.cuda.device_count()
+    assert len(set(has.gpu_ids)) == count and all(has.gpu_ids)
+    smallest = min(torch.cuda.get_device_properties(i).total_memory for i in range(count))
+    assert has.total_memory_bytes == smallest - GIB and has.reserve_bytes == GIB
+    PresenceBeat(store, "gpu-w", CUDA_QUEUES, interval=5, forget_after=60).tick()
+    assert store.get_worker("gpu-w", lease_seconds=30).gpu_ids == has.gpu_ids
