@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         "workspaces, allocator slack): a worker claims a job only when its GPU has the "
         "estimate plus this free.",
     )
+    gpu_backfill_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How long the job first in line may wait for GPU memory while smaller "
+        "jobs behind it start first; after that, GPUs where it fits take no job behind it "
+        "until it starts (0: never start a job behind it).",
+    )
     # ---- users' datasets (README "Your own data") ----
     max_upload_bytes: int = Field(
         default=256 * 2**20, ge=1,

@@ -156,7 +156,8 @@ class JobRunner:
             job = self.store.claim_next_job(
                 self.worker_name, self.queues, device_class_of(self.queues),
                 max_running_per_owner=self.settings.max_running_jobs_per_user,
-                capacity=gpus.capacity(self.queues, self.settings.gpu_memory_reserve_bytes))
+                capacity=gpus.capacity(self.queues, self.settings.gpu_memory_reserve_bytes),
+                backfill_seconds=self.settings.gpu_backfill_seconds)
             if job is None:
                 break
             ran.append((job.id, self._run_job(job)))

@@ -299,7 +299,8 @@ def get_job(job_id: int, store: StoreDep, settings: SettingsDep,
                  if job.status == "queued" else None)
         latest, attempts = store.latest_metrics(job.id), store.list_attempts(job.id)
     queue = queue_info(facts, settings.max_running_jobs_per_user,
-                       settings.gpu_memory_reserve_bytes) if facts else None
+                       settings.gpu_memory_reserve_bytes,
+                       settings.gpu_backfill_seconds) if facts else None
     return JobDetail.from_record(job, latest_metrics=latest, infra_failures=job.infra_failures,
                                  attempt_history=attempts, queue=queue,
                                  queue_position=queue.position if queue else None)

@@ -12,7 +12,8 @@ The reason is the first of these that holds:
 4. `gpu_memory`: every worker that could run it is on a GPU without the job's estimated memory
    (plus TRAINYARD_GPU_MEMORY_RESERVE_BYTES) free at its latest beat, or whose jobs' estimates
    leave less than that of its total: other jobs on those GPUs hold it; the claim passes the
-   job over until one of them frees enough.
+   job over until one of them frees enough. For the job first in line it also says how long
+   smaller jobs behind it may still start first (TRAINYARD_GPU_BACKFILL_SECONDS).
 5. `next`: a worker is idle for it (fewer jobs ahead than idle workers): it starts as soon as
    a worker claims it.
 6. `preempting`: a running job of lower priority has been asked to stop (checkpointed), and
@@ -117,8 +118,8 @@ def _gpus(facts: QueueFacts, serving: list[QueueWorker]) -> QueueReason | None:
         "--gpus gives a worker several)"))
 
 
-def _gpu_memory(facts: QueueFacts, serving: list[QueueWorker],
-                reserve_bytes: int) -> QueueReason | None:
+def _gpu_memory(facts: QueueFacts, serving: list[QueueWorker], reserve_bytes: int,
+                backfill_seconds: float | None = None) -> QueueReason | None:
     """`gpu_memory` when the job has an estimate and every serving worker is on a GPU that
     has less room for it than that, as its claim would count it (db/store/scheduling.py):
     free memory at its latest beat, less the estimates of the jobs running on the GPUs it
@@ -133,7 +134,22 @@ def _gpu_memory(facts: QueueFacts, serving: list[QueueWorker],
         f"(its estimate plus TRAINYARD_GPU_MEMORY_RESERVE_BYTES); the most the GPU of "
         f"{_count(len(serving), 'worker')} that can run it has left, after the jobs running "
         f"on it, is {(max(room) + reserve_bytes) / GIB:.1f} GiB: it starts when jobs on those "
-        "GPUs end and free it"))
+        f"GPUs end and free it{_backfill(facts, backfill_seconds)}"))
+
+
+def _backfill(facts: QueueFacts, backfill_seconds: float | None) -> str:
+    """What happens meanwhile to the jobs behind one waiting first in line for GPU memory
+    (db/store/scheduling.py: SchedulingMixin._held_for_first_in_line)."""
+    waited = facts.memory_wait_seconds
+    if waited is None or backfill_seconds is None:
+        return ""
+    if waited >= backfill_seconds:
+        return (f". It has waited {waited:.0f} s for memory, past "
+                f"TRAINYARD_GPU_BACKFILL_SECONDS ({backfill_seconds:.0f} s): the GPUs where it "
+                "fits take no job behind it until it starts")
+    return (f". Jobs behind it that fit may start first for another "
+            f"{backfill_seconds - waited:.0f} s (TRAINYARD_GPU_BACKFILL_SECONDS); then the GPUs "
+            "where it fits take no job behind it until it starts")
 
 
 def _room(worker: QueueWorker, reserve_bytes: int) -> int | None:
@@ -176,7 +192,8 @@ def _waiting(facts: QueueFacts, serving: list[QueueWorker]) -> QueueReason:
 
 
 def queue_info(facts: QueueFacts, max_running_per_owner: int | None,
-               gpu_memory_reserve_bytes: int = 0) -> QueueInfo:
+               gpu_memory_reserve_bytes: int = 0,
+               gpu_backfill_seconds: float | None = None) -> QueueInfo:
     """The `queue` block of a queued job: position, reason and estimated start."""
     ahead = facts.position - 1
     serving = [w for w in facts.workers if w.state != "draining"]
@@ -196,7 +213,8 @@ def queue_info(facts: QueueFacts, max_running_per_owner: int | None,
             own = [t for t in facts.owner_remaining_seconds if t is not None]
             start = max(start, min(own)) if start is not None and own else None
         else:
-            reason = (_gpu_memory(facts, serving, gpu_memory_reserve_bytes)
+            reason = (_gpu_memory(facts, serving, gpu_memory_reserve_bytes,
+                                  gpu_backfill_seconds)
                       or _waiting(facts, serving))
     return QueueInfo(position=facts.position, jobs_ahead=ahead, reason=reason,
                      estimated_start_seconds=None if start is None else max(0.0, start))

@@ -63,6 +63,7 @@ class QueueFacts:
     mean_job_seconds: float | None  # of the latest succeeded jobs; None without any
     gpus: int = 1  # GPUs (CPU: processes) the job asks for
     memory_bytes: int | None = None  # its estimated memory per GPU (None: not recorded)
+    memory_wait_seconds: float | None = None  # since a claim first passed it over for memory
 
 
 def _competitors(device: str):
@@ -97,7 +98,8 @@ class QueueMixin:
         now = utcnow()
         with self._session() as s:
             job = s.execute(select(Job.device, Job.priority, Job.owner, Job.status, Job.gpus,
-                                   Job.memory_bytes).where(Job.id == job_id)).first()
+                                   Job.memory_bytes, Job.memory_wait_since)
+                            .where(Job.id == job_id)).first()
             if job is None or job.status != "queued":
                 return None
             ahead, higher = s.execute(
@@ -115,7 +117,9 @@ class QueueMixin:
                 owner_running=len(owner_jobs),
                 owner_remaining_seconds=tuple(_remaining(eta, at, now) for eta, at in owner_jobs),
                 mean_job_seconds=self._mean_job_seconds(s), gpus=job.gpus,
-                memory_bytes=job.memory_bytes)
+                memory_bytes=job.memory_bytes,
+                memory_wait_seconds=None if job.memory_wait_since is None else max(
+                    0.0, (now - job.memory_wait_since).total_seconds()))
 
     @staticmethod
     def _workers_serving(s: Session, device: str, alive_seconds: float,

@@ -61,6 +61,7 @@ class JobRecord(Record):
     # GPUs and memory (migration 0011)
     gpus: int = 1
     memory_bytes: int | None = None
+    memory_wait_since: dt.datetime | None = None  # first passed over for GPU memory (0018)
     # an upload's exact version (migration 0013)
     dataset_version: int | None = None
     dataset_sha256: str | None = None

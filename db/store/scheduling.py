@@ -91,6 +91,7 @@ class SchedulingMixin:
         device_class: str = "cpu",
         max_running_per_owner: int | None = None,
         capacity: Capacity | None = None,
+        backfill_seconds: float | None = None,
     ) -> JobRecord | None:
         """Claim the best queued job whose `device` is one of `devices` for `worker` (see the
         module's order), as `claim_job` does: running, attempts += 1, an attempt row, and the
@@ -98,7 +99,9 @@ class SchedulingMixin:
         `max_running_per_owner`, owners already running that many jobs (on any device) are
         passed over. With `capacity`, jobs that ask for more GPUs or GPU memory than the worker
         has are passed over too (smaller ones behind them may start first; the queue reason
-        of the passed-over job says what it waits for). None when no job is eligible."""
+        of the passed-over job says what it waits for). With `backfill_seconds` as well, that
+        lasts only so long for the job first in line: see `_held_for_first_in_line`. None when
+        no job is eligible."""
         devices = list(devices)
         if not devices:
             return None
@@ -106,8 +109,12 @@ class SchedulingMixin:
             if self.dialect == "sqlite":
                 s.connection().exec_driver_sql("BEGIN IMMEDIATE")
             share, blocked = self._running_by_owner(s, device_class, max_running_per_owner)
+            drained = None
             if capacity is not None and capacity.gpu_ids:
-                capacity = self._less_committed_memory(s, capacity)
+                capacity, drained = self._less_committed_memory(s, capacity)
+            if backfill_seconds is not None and self._held_for_first_in_line(
+                    s, devices, blocked, share, capacity, drained, backfill_seconds):
+                return None
             below = None  # look at the priority levels from the top down
             while heads := self._heads_of_top_level(s, devices, blocked, below, capacity):
                 level = heads[0][0]
@@ -132,12 +139,13 @@ class SchedulingMixin:
         blocked = [o for o, total, _ in rows if max_running is not None and total >= max_running]
         return {o: int(n or 0) for o, _, n in rows}, blocked
 
-    def _less_committed_memory(self, s, capacity: Capacity) -> Capacity:
+    def _less_committed_memory(self, s, capacity: Capacity) -> tuple[Capacity, int | None]:
         """`capacity` with its free memory lowered to what the jobs running on its GPUs leave
-        (see Capacity). Claims on one GPU take turns from here to their commit (PostgreSQL:
-        an advisory lock per GPU, taken in UUID order so two claims never wait on each other;
-        SQLite: the claim already holds the write lock), so each counts the jobs the others
-        claimed."""
+        (see Capacity), and what a job would have once those jobs ended (what they hold by
+        their estimates given back; None when free memory is not measured). Claims on one GPU
+        take turns from here to their commit (PostgreSQL: an advisory lock per GPU, taken in
+        UUID order so two claims never wait on each other; SQLite: the claim already holds
+        the write lock), so each counts the jobs the others claimed."""
         if self.dialect == "postgresql":
             for gpu_id in sorted(set(capacity.gpu_ids)):
                 s.execute(text("SELECT pg_advisory_xact_lock(CAST(:cls AS integer), "
@@ -147,9 +155,47 @@ class SchedulingMixin:
             .select_from(Job).join(Worker, Worker.name == Job.worker)
             .where(Job.status == "running", Job.memory_bytes.is_not(None),
                    shares_a_gpu(Worker.gpu_ids, capacity.gpu_ids))).one()
+        held = int(committed) + int(jobs) * capacity.reserve_bytes
         free = memory_for_next_job(capacity.free_memory_bytes, capacity.total_memory_bytes,
                                    int(committed), int(jobs), capacity.reserve_bytes)
-        return replace(capacity, free_memory_bytes=free)
+        drained = None
+        if capacity.free_memory_bytes is not None:
+            drained = capacity.free_memory_bytes + held
+            if capacity.total_memory_bytes is not None:
+                drained = min(drained, capacity.total_memory_bytes)
+        return replace(capacity, free_memory_bytes=free), drained
+
+    def _held_for_first_in_line(self, s, devices, blocked, share: dict[str, int],
+                                capacity: Capacity | None, drained: int | None,
+                                backfill_seconds: float) -> bool:
+        """Whether this GPU worker should take nothing now, to make room for the job first in
+        line among those that would fit its GPU once the GPU's jobs end (`drained`; jobs that
+        never would, for a smaller GPU or memory that processes not ours hold, wait for
+        another GPU and hold nothing back here). Such a job is passed over while it does not
+        fit, and smaller jobs behind it start first (backfill), which could go on for ever on
+        a busy GPU. So the first claim to pass it over records the time
+        (jobs.memory_wait_since); once it has waited `backfill_seconds`, every claim on such
+        a GPU takes nothing, the GPU drains, and the job starts."""
+        if capacity is None or capacity.free_memory_bytes is None:
+            return False
+        room_when_drained = capacity.total_memory_bytes if drained is None else drained
+        if room_when_drained is None:
+            return False
+        heads = self._heads_of_top_level(s, devices, blocked, None,
+                                         replace(capacity, free_memory_bytes=room_when_drained))
+        if not heads:
+            return False
+        _, first, _ = min((share.get(owner, 0), head, owner) for _, owner, head in heads)
+        memory, since = s.execute(select(Job.memory_bytes, Job.memory_wait_since)
+                                  .where(Job.id == first)).one()
+        if memory is None or memory <= capacity.free_memory_bytes:
+            return False  # it starts now
+        now = utcnow()
+        if since is None:
+            s.execute(update(Job).where(Job.id == first, Job.memory_wait_since.is_(None))
+                      .values(memory_wait_since=now))
+            since = now
+        return (now - since).total_seconds() >= backfill_seconds
 
     def _heads_of_top_level(self, s, devices, blocked, below: int | None,
                             capacity: Capacity | None = None) -> list[tuple[int, str, int]]:
@@ -225,7 +271,8 @@ class SchedulingMixin:
             .where(Job.id == job_id, Job.status == "queued")
             .values(status="running", worker=worker, attempts=Job.attempts + 1,
                     started_at=now, heartbeat_at=now, finished_at=None, error=None,
-                    updated_at=now, device_class=device_class, preempt_requested_at=None)
+                    updated_at=now, device_class=device_class, preempt_requested_at=None,
+                    memory_wait_since=None)
             .returning(*Job.__table__.c)
         ).first()
         if row is None:

@@ -205,6 +205,11 @@ class Job(Base):
         "Its estimated training memory per GPU (models/limits.py: peak + state), recorded at "
         "submit: a worker on a shared GPU claims it only when that much is free. NULL for "
         "jobs queued before migration 0011."))
+    memory_wait_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, doc=(
+        "When a claim first passed it over, first in line, for want of GPU memory on a GPU "
+        "where it fits (smaller jobs behind it start first meanwhile); once it has waited "
+        "TRAINYARD_GPU_BACKFILL_SECONDS, those GPUs take no job behind it. Cleared when it is "
+        "claimed (migration 0018)."))
     dataset_version: Mapped[int | None] = mapped_column(Integer, doc=(
         "The version of the owner's upload it trains on (`datasets.version`), fixed at "
         "submit: a later upload of the name does not change what it trains on. NULL for "

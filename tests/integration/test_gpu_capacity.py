@@ -11,12 +11,16 @@ GPU worker reports and passes it.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
+from sqlalchemy import update
 
 from db.store.scheduling import Capacity
+from db.tables import Job, utcnow
 from models import training_memory_bytes
 from worker import gpus
 from worker.lifecycle import PresenceBeat
@@ -219,3 +223,78 @@ def test_a_cuda_worker_names_its_gpus_and_their_memory(store):
     assert has.total_memory_bytes == smallest - GIB and has.reserve_bytes == GIB
     PresenceBeat(store, "gpu-w", CUDA_QUEUES, interval=5, forget_after=60).tick()
     assert store.get_worker("gpu-w", lease_seconds=30).gpu_ids == has.gpu_ids
+
+
+def cuda_job(store, memory: int) -> int:
+    return store.create_job("mlp", "digits", HP, device="cuda", memory_bytes=memory).id
+
+
+def backdate_memory_wait(store, job_id: int, seconds: float) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(update(Job).where(Job.id == job_id).values(
+            memory_wait_since=utcnow() - dt.timedelta(seconds=seconds)))
+
+
+def test_a_job_first_in_line_waiting_for_memory_holds_its_gpu_once_backfill_time_is_up(
+        client, store, api_settings):
+    reserve, small, big = api_settings.gpu_memory_reserve_bytes, GIB // 4, 4 * GIB
+    total = big + reserve  # the big job fits this GPU alone
+    window = api_settings.gpu_backfill_seconds
+    workers = [gpu_worker(store, f"gpu-x{i}", free=total, gpu_ids=["GPU-x"], total=total)
+               for i in range(3)]
+    running = cuda_job(store, small)
+    assert store.claim_next_job(workers[0], CUDA_QUEUES, "cuda",
+                                capacity=on_gpu("GPU-x", total, reserve),
+                                backfill_seconds=window).id == running
+    huge = cuda_job(store, 64 * GIB)  # fits no GPU here: waits, and holds nothing back
+    first, behind = cuda_job(store, big), [cuda_job(store, small) for _ in range(3)]
+
+    # The big job does not fit beside the running one: a small one behind it starts first
+    # (backfill), and the big job's wait is on record and in its queue reason.
+    assert store.claim_next_job(workers[1], CUDA_QUEUES, "cuda",
+                                capacity=on_gpu("GPU-x", total, reserve),
+                                backfill_seconds=window).id == behind[0]
+    assert store.get_job(first).memory_wait_since is not None
+    reason = client.get(f"/jobs/{first}").json()["queue"]["reason"]
+    assert reason["code"] == "gpu_memory", reason
+    assert "may start first for another" in reason["message"]
+
+    # Past the backfill time, the GPU takes no job behind it...
+    backdate_memory_wait(store, first, window + 1)
+    assert store.claim_next_job(workers[2], CUDA_QUEUES, "cuda",
+                                capacity=on_gpu("GPU-x", total, reserve),
+                                backfill_seconds=window) is None
+    assert "take no job behind it" in client.get(f"/jobs/{first}").json()["queue"]["reason"][
+        "message"]
+    # ...while a GPU too small for the big job still takes small ones.
+    small_gpu = gpu_worker(store, "gpu-y0", free=GIB + reserve, gpu_ids=["GPU-y"],
+                           total=GIB + reserve)
+    assert store.claim_next_job(small_gpu, CUDA_QUEUES, "cuda",
+                                capacity=on_gpu("GPU-y", GIB + reserve, reserve),
+                                backfill_seconds=window).id == behind[1]
+
+    # Once the GPU's jobs have ended, the big job starts there, and its wait is cleared.
+    assert store.finish_job(running, "succeeded")
+    assert store.finish_job(behind[0], "succeeded")
+    claimed = store.claim_next_job(workers[2], CUDA_QUEUES, "cuda",
+                                   capacity=on_gpu("GPU-x", total, reserve),
+                                   backfill_seconds=window)
+    assert claimed.id == first and claimed.memory_wait_since is None
+    assert store.get_job(huge).status == "queued" and store.get_job(huge).memory_wait_since is None
+
+
+def test_a_job_that_would_not_fit_even_on_a_drained_gpu_holds_nothing_back(store,
+                                                                           api_settings):
+    reserve, total = api_settings.gpu_memory_reserve_bytes, 8 * GIB
+    name = gpu_worker(store, "gpu-z0", free=total, gpu_ids=["GPU-z"], total=total)
+    too_big = cuda_job(store, 16 * GIB)  # waits for a bigger GPU
+    held_elsewhere = cuda_job(store, 6 * GIB)  # fits the GPU, not what others' processes left
+    small = cuda_job(store, GIB // 4)
+    backdate_memory_wait(store, too_big, 10_000)
+    backdate_memory_wait(store, held_elsewhere, 10_000)
+    # Processes that are not ours hold all but 2 GiB: draining our jobs would not help.
+    foreign = replace(on_gpu("GPU-z", total, reserve), free_memory_bytes=2 * GIB - reserve)
+    claimed = store.claim_next_job(name, CUDA_QUEUES, "cuda", capacity=foreign,
+                                   backfill_seconds=0)
+    assert claimed.id == small
+    assert store.get_job(held_elsewhere).status == "queued"
