@@ -50,14 +50,18 @@ def free_memory_bytes() -> int | None:
 
 
 def gpu_ids() -> tuple[str, ...]:
-    """The UUIDs of the visible GPUs (empty without CUDA): the same GPU has the same UUID in
-    every process and on every host, whatever CUDA_VISIBLE_DEVICES numbers it."""
+    """The UUIDs of the visible GPUs (empty without CUDA, or where torch does not tell them:
+    then claims count free memory only): the same GPU has the same UUID in every process and
+    on every host, whatever CUDA_VISIBLE_DEVICES numbers it."""
     import torch
 
     if not torch.cuda.is_available():
         return ()
-    return tuple(_UNSAFE.sub("", str(torch.cuda.get_device_properties(i).uuid))
-                 for i in range(torch.cuda.device_count()))
+    ids = [getattr(torch.cuda.get_device_properties(i), "uuid", None)
+           for i in range(torch.cuda.device_count())]
+    if any(uuid is None for uuid in ids):
+        return ()
+    return tuple(_UNSAFE.sub("", str(uuid)) for uuid in ids)
 
 
 def total_memory_bytes() -> int | None:
