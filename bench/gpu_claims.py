@@ -11,8 +11,9 @@ finds nothing waits 0.25 s before the next, as a worker waits for its next wake-
 1. **Accounting.** `--jobs` (10,000) queued jobs with estimates of 1-8 GiB, claimed for
    `--seconds` with the GPU's UUID and total (claims count the jobs running on it, one claim
    at a time per GPU) and then without them (free memory only, as before migration 0018).
-   Reported: claim latency, and after every claim the sum of the estimates (each plus the
-   1 GiB reserve) of the jobs then running, whose largest value must stay within the total.
+   Claims pass the default backfill limit (300 s), as a worker's do. Reported: claim latency,
+   and after every claim the sum of the estimates (each plus the 1 GiB reserve) of the jobs
+   then running, whose largest value must stay within the total.
 2. **Starvation.** A submitter keeps about 50 small jobs (4 GiB) queued for `--stream` seconds,
    enough to keep the GPU full, and submits three big jobs (60 GiB) on the way. Reported: how
    long each big job waited, with the backfill limit (`--backfill` s, as
@@ -150,7 +151,8 @@ def accounting_phase(postgres: Postgres, jobs: int, processes: int, seconds: flo
             rng = random.Random(jobs)
             insert_jobs(store, [rng.randint(1, 8) * GIB for _ in range(jobs)])
             store.close()
-            timings, held, _ = run_claimers(url, processes, seconds, accounting, None,
+            # with the backfill limit a worker has by default (TRAINYARD_GPU_BACKFILL_SECONDS)
+            timings, held, _ = run_claimers(url, processes, seconds, accounting, 300.0,
                                             (0.05, 0.15))
             largest = max(held) if held else 0
             key = "with_accounting" if accounting else "free_memory_only"
@@ -233,15 +235,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--stream", type=float, default=20.0)
     parser.add_argument("--backfill", type=float, default=2.0)
+    parser.add_argument("--phases", default="accounting,starvation",
+                        help="which phases to run, comma-separated")
     parser.add_argument("--out", default="gpu_claims")
     args = parser.parse_args()
     result = run_header("gpu_claims", vars(args))
     postgres = Postgres()
     try:
-        result["accounting"] = accounting_phase(postgres, args.jobs, args.processes,
-                                                args.seconds)
-        result["starvation"] = starvation_phase(postgres, args.processes, args.stream,
-                                                args.backfill)
+        phases = args.phases.split(",")
+        if "accounting" in phases:
+            result["accounting"] = accounting_phase(postgres, args.jobs, args.processes,
+                                                    args.seconds)
+        if "starvation" in phases:
+            result["starvation"] = starvation_phase(postgres, args.processes, args.stream,
+                                                    args.backfill)
     finally:
         postgres.close()
     print(f"wrote {write_results(args.out, result)}")

@@ -139,7 +139,7 @@ def _gpu_memory(facts: QueueFacts, serving: list[QueueWorker], reserve_bytes: in
 
 def _backfill(facts: QueueFacts, backfill_seconds: float | None) -> str:
     """What happens meanwhile to the jobs behind one waiting first in line for GPU memory
-    (db/store/scheduling.py: SchedulingMixin._held_for_first_in_line)."""
+    (db/store/scheduling.py: SchedulingMixin._first_in_line)."""
     waited = facts.memory_wait_seconds
     if waited is None or backfill_seconds is None:
         return ""

@@ -100,7 +100,7 @@ class SchedulingMixin:
         passed over. With `capacity`, jobs that ask for more GPUs or GPU memory than the worker
         has are passed over too (smaller ones behind them may start first; the queue reason
         of the passed-over job says what it waits for). With `backfill_seconds` as well, that
-        lasts only so long for the job first in line: see `_held_for_first_in_line`. None when
+        lasts only so long for the job first in line: see `_first_in_line`. None when
         no job is eligible."""
         devices = list(devices)
         if not devices:
@@ -112,20 +112,34 @@ class SchedulingMixin:
             drained = None
             if capacity is not None and capacity.gpu_ids:
                 capacity, drained = self._less_committed_memory(s, capacity)
-            if backfill_seconds is not None and self._held_for_first_in_line(
-                    s, devices, blocked, share, capacity, drained, backfill_seconds):
-                return None
-            below = None  # look at the priority levels from the top down
-            while heads := self._heads_of_top_level(s, devices, blocked, below, capacity):
-                level = heads[0][0]
-                # Fair share: the owner with the fewest running jobs in this class first;
-                # among equals, the one whose oldest job is oldest.
-                for _, head, owner in sorted((share.get(o, 0), head, o) for _, o, head in heads):
-                    job_id = self._take_head(s, level, owner, devices, head, capacity)
-                    if job_id is not None:
-                        return self._claim_in(s, job_id, worker, device_class)
-                below = level  # every job of this level is being claimed by someone else
-            return None
+            job_id = None
+            if backfill_seconds is not None:
+                hold, first = self._first_in_line(s, devices, blocked, share, capacity,
+                                                  drained, backfill_seconds)
+                if hold:
+                    return None
+                if first is not None:  # it fits now: take it without searching again
+                    job_id = self._take_head(s, *first, devices=devices, capacity=capacity)
+            if job_id is None:
+                job_id = self._best_job(s, devices, blocked, share, capacity)
+            return None if job_id is None else self._claim_in(s, job_id, worker, device_class)
+
+    def _best_job(self, s, devices, blocked, share: dict[str, int],
+                  capacity: Capacity | None) -> int | None:
+        """The id of the best eligible job (see the module's order), locked for this claim
+        on PostgreSQL; None when none is eligible."""
+        below = None  # look at the priority levels from the top down
+        while heads := self._heads_of_top_level(s, devices, blocked, below, capacity):
+            level = heads[0][0]
+            # Fair share: the owner with the fewest running jobs in this class first; among
+            # equals, the one whose oldest job is oldest.
+            for _, head, owner in sorted((share.get(o, 0), head, o) for _, o, head in heads):
+                job_id = self._take_head(s, level, owner, head, devices=devices,
+                                         capacity=capacity)
+                if job_id is not None:
+                    return job_id
+            below = level  # every job of this level is being claimed by someone else
+        return None
 
     @staticmethod
     def _running_by_owner(s, device_class: str, max_running: int | None
@@ -165,37 +179,39 @@ class SchedulingMixin:
                 drained = min(drained, capacity.total_memory_bytes)
         return replace(capacity, free_memory_bytes=free), drained
 
-    def _held_for_first_in_line(self, s, devices, blocked, share: dict[str, int],
-                                capacity: Capacity | None, drained: int | None,
-                                backfill_seconds: float) -> bool:
-        """Whether this GPU worker should take nothing now, to make room for the job first in
-        line among those that would fit its GPU once the GPU's jobs end (`drained`; jobs that
-        never would, for a smaller GPU or memory that processes not ours hold, wait for
-        another GPU and hold nothing back here). Such a job is passed over while it does not
-        fit, and smaller jobs behind it start first (backfill), which could go on for ever on
-        a busy GPU. So the first claim to pass it over records the time
-        (jobs.memory_wait_since); once it has waited `backfill_seconds`, every claim on such
-        a GPU takes nothing, the GPU drains, and the job starts."""
+    def _first_in_line(self, s, devices, blocked, share: dict[str, int],
+                       capacity: Capacity | None, drained: int | None, backfill_seconds: float
+                       ) -> tuple[bool, tuple[int, str, int] | None]:
+        """(hold, first). `hold`: whether this GPU worker should take nothing now, to make
+        room for the job first in line among those that would fit its GPU once the GPU's
+        jobs end (`drained`; jobs that never would, for a smaller GPU or memory that
+        processes not ours hold, wait for another GPU and hold nothing back here). Such a
+        job is passed over while it does not fit, and smaller jobs behind it start first
+        (backfill), which could go on for ever on a busy GPU. So the first claim to pass it
+        over records the time (jobs.memory_wait_since); once it has waited
+        `backfill_seconds`, every claim on such a GPU takes nothing, the GPU drains, and the
+        job starts. `first`: (priority, owner, id) of that job when it fits now, so that the
+        claim takes it without searching again."""
         if capacity is None or capacity.free_memory_bytes is None:
-            return False
+            return False, None
         room_when_drained = capacity.total_memory_bytes if drained is None else drained
         if room_when_drained is None:
-            return False
+            return False, None
         heads = self._heads_of_top_level(s, devices, blocked, None,
                                          replace(capacity, free_memory_bytes=room_when_drained))
         if not heads:
-            return False
-        _, first, _ = min((share.get(owner, 0), head, owner) for _, owner, head in heads)
+            return False, None
+        _, first, owner = min((share.get(o, 0), head, o) for _, o, head in heads)
         memory, since = s.execute(select(Job.memory_bytes, Job.memory_wait_since)
                                   .where(Job.id == first)).one()
         if memory is None or memory <= capacity.free_memory_bytes:
-            return False  # it starts now
+            return False, (heads[0][0], owner, first)
         now = utcnow()
         if since is None:
             s.execute(update(Job).where(Job.id == first, Job.memory_wait_since.is_(None))
                       .values(memory_wait_since=now))
             since = now
-        return (now - since).total_seconds() >= backfill_seconds
+        return (now - since).total_seconds() >= backfill_seconds, None
 
     def _heads_of_top_level(self, s, devices, blocked, below: int | None,
                             capacity: Capacity | None = None) -> list[tuple[int, str, int]]:
@@ -243,7 +259,7 @@ class SchedulingMixin:
         rows = s.connection().execute(stmt, params).all()
         return [(level, owner, head) for level, owner, head in rows if head is not None]
 
-    def _take_head(self, s, level: int, owner: str, devices, head: int,
+    def _take_head(self, s, level: int, owner: str, head: int, *, devices,
                    capacity: Capacity | None = None) -> int | None:
         """The owner's oldest eligible job of priority `level` that no other claim holds.
         SQLite: `head` itself (the claim holds the single write lock). PostgreSQL: locked
