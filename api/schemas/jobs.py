@@ -154,7 +154,7 @@ class BestMetric(BaseModel):
 
 
 # Why a queued job waits; the first that holds, in this order (api/services/queue.py).
-QueueReasonCode = Literal["no_worker", "gpus", "owner_limit", "gpu_memory", "next",
+QueueReasonCode = Literal["no_worker", "gpus", "owner_limit", "gpu_memory", "gpu_held", "next",
                           "preempting", "higher_priority", "workers_busy"]
 
 
@@ -164,10 +164,12 @@ class QueueReason(BaseModel):
         "only draining ones), gpus (it asks for more GPUs than any live worker for its device "
         "has), owner_limit (its owner runs TRAINYARD_MAX_RUNNING_JOBS_PER_USER "
         "jobs already), gpu_memory (no GPU of a worker that could run it has its estimated "
-        "memory free: it waits for other jobs on those GPUs to end), next (a worker is idle for it, or it is first in line), preempting (a "
-        "lower-priority job is being stopped to free a worker for it), higher_priority (jobs "
-        "of higher priority are ahead), workers_busy (every worker that could run it is busy "
-        "with the jobs ahead)."
+        "memory free: it waits for other jobs on those GPUs to end), gpu_held (a job ahead of "
+        "it has waited for GPU memory past TRAINYARD_GPU_BACKFILL_SECONDS, and the GPUs that "
+        "could run this one are left to drain for it), next (a worker is idle for it, or it "
+        "is first in line), preempting (a lower-priority job is being stopped to free a "
+        "worker for it), higher_priority (jobs of higher priority are ahead), workers_busy "
+        "(every worker that could run it is busy with the jobs ahead)."
     )
     message: str = Field(description="The same, as a sentence for people, with the numbers.")
 

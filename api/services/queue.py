@@ -14,14 +14,17 @@ The reason is the first of these that holds:
    leave less than that of its total: other jobs on those GPUs hold it; the claim passes the
    job over until one of them frees enough. For the job first in line it also says how long
    smaller jobs behind it may still start first (TRAINYARD_GPU_BACKFILL_SECONDS).
-5. `next`: a worker is idle for it (fewer jobs ahead than idle workers): it starts as soon as
+5. `gpu_held`: a job ahead of it has waited for GPU memory past TRAINYARD_GPU_BACKFILL_SECONDS,
+   and every worker that could run this one is on a GPU where that job fits: those GPUs take
+   no job behind it until it starts (db/store/scheduling.py).
+6. `next`: a worker is idle for it (fewer jobs ahead than idle workers): it starts as soon as
    a worker claims it.
-6. `preempting`: a running job of lower priority has been asked to stop (checkpointed), and
+7. `preempting`: a running job of lower priority has been asked to stop (checkpointed), and
    the worker it frees will come to this job (fewer jobs ahead than idle workers plus such
    workers).
-7. `next`: it is first in line; every worker is busy, and the first to finish takes it.
-8. `higher_priority`: jobs of higher priority are ahead of it.
-9. `workers_busy`: the jobs ahead, of its priority, take the workers first.
+8. `next`: it is first in line; every worker is busy, and the first to finish takes it.
+9. `higher_priority`: jobs of higher priority are ahead of it.
+10. `workers_busy`: the jobs ahead, of its priority, take the workers first.
 
 The estimated start counts each worker's free time: 0 for an idle one or one whose job is
 being preempted, else its running job's remaining ETA (as of that job's last report;
@@ -162,8 +165,27 @@ def _room(worker: QueueWorker, reserve_bytes: int) -> int | None:
                                reserve_bytes)
 
 
+def _gpu_held(facts: QueueFacts, serving: list[QueueWorker], reserve_bytes: int,
+              backfill_seconds: float | None) -> QueueReason | None:
+    """`gpu_held` when a job ahead has waited for GPU memory past the backfill limit and
+    every serving worker is on a GPU where that job fits (the GPUs it holds to drain)."""
+    waited = facts.held_by_seconds
+    if waited is None or backfill_seconds is None or waited < backfill_seconds:
+        return None
+    need = facts.held_by_memory_bytes or 0
+    held = [w for w in serving if w.gpu_free_bytes is not None
+            and (w.gpu_total_bytes is None or w.gpu_total_bytes - reserve_bytes >= need)]
+    if len(held) < len(serving):
+        return None  # a CPU worker, or a GPU too small for that job, still takes jobs
+    return QueueReason(code="gpu_held", message=(
+        f"job {facts.held_by_job_id}, ahead of it, has waited {waited:.0f} s for "
+        f"{(need + reserve_bytes) / GIB:.1f} GiB of GPU memory, past "
+        f"TRAINYARD_GPU_BACKFILL_SECONDS ({backfill_seconds:.0f} s): the GPUs that could run "
+        "this job take no job behind it until it starts"))
+
+
 def _waiting(facts: QueueFacts, serving: list[QueueWorker]) -> QueueReason:
-    """The reasons 5 to 9, for a job that some worker serves and its owner's limit allows."""
+    """The reasons 6 to 10, for a job that some worker serves and its owner's limit allows."""
     ahead, device = facts.position - 1, facts.device
     idle = sum(w.state == "idle" for w in serving)
     stopping = sum(_stopping_for(w, facts.priority) for w in serving)
@@ -215,6 +237,8 @@ def queue_info(facts: QueueFacts, max_running_per_owner: int | None,
         else:
             reason = (_gpu_memory(facts, serving, gpu_memory_reserve_bytes,
                                   gpu_backfill_seconds)
+                      or _gpu_held(facts, serving, gpu_memory_reserve_bytes,
+                                   gpu_backfill_seconds)
                       or _waiting(facts, serving))
     return QueueInfo(position=facts.position, jobs_ahead=ahead, reason=reason,
                      estimated_start_seconds=None if start is None else max(0.0, start))

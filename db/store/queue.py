@@ -64,6 +64,11 @@ class QueueFacts:
     gpus: int = 1  # GPUs (CPU: processes) the job asks for
     memory_bytes: int | None = None  # its estimated memory per GPU (None: not recorded)
     memory_wait_seconds: float | None = None  # since a claim first passed it over for memory
+    # The competitor ahead of it that has waited longest for GPU memory, if any: its id,
+    # estimate and wait (past the backfill limit, GPUs where it fits take no job behind it).
+    held_by_job_id: int | None = None
+    held_by_memory_bytes: int | None = None
+    held_by_seconds: float | None = None
 
 
 def _competitors(device: str):
@@ -76,6 +81,10 @@ def _remaining(eta: float | None, as_of: dt.datetime | None, now: dt.datetime) -
     if eta is None or as_of is None:
         return None
     return max(0.0, eta - (now - as_of).total_seconds())
+
+
+def _waited(since: dt.datetime | None, now: dt.datetime) -> float | None:
+    return None if since is None else max(0.0, (now - since).total_seconds())
 
 
 def _running_on_gpus(s: Session) -> list[tuple[int, set[str]]]:
@@ -94,7 +103,8 @@ class QueueMixin:
     def queue_facts(self, job_id: int, alive_seconds: float) -> QueueFacts | None:
         """The facts behind a queued job's place and wait (see the module); None when the
         job does not exist or is not queued. Workers count as live when seen within
-        `alive_seconds` (the lease). Five small queries, whatever the queue's length."""
+        `alive_seconds` (the lease). Five small queries whatever the queue's length, one more
+        when a job ahead waits for GPU memory, and one more when workers name their GPUs."""
         now = utcnow()
         with self._session() as s:
             job = s.execute(select(Job.device, Job.priority, Job.owner, Job.status, Job.gpus,
@@ -102,12 +112,18 @@ class QueueMixin:
                             .where(Job.id == job_id)).first()
             if job is None or job.status != "queued":
                 return None
-            ahead, higher = s.execute(
+            ahead_of_it = (Job.status == "queued", _competitors(job.device),
+                           or_(Job.priority > job.priority,
+                               and_(Job.priority == job.priority, Job.id < job_id)))
+            ahead, higher, longest_wait = s.execute(
                 select(func.count(), func.coalesce(
-                    func.sum(case((Job.priority > job.priority, 1), else_=0)), 0))
-                .where(Job.status == "queued", _competitors(job.device),
-                       or_(Job.priority > job.priority,
-                           and_(Job.priority == job.priority, Job.id < job_id)))).one()
+                    func.sum(case((Job.priority > job.priority, 1), else_=0)), 0),
+                    func.min(Job.memory_wait_since))
+                .where(*ahead_of_it)).one()
+            held_by = None if longest_wait is None else s.execute(
+                select(Job.id, Job.memory_bytes).where(*ahead_of_it,
+                                                       Job.memory_wait_since == longest_wait)
+                .limit(1)).first()
             owner_jobs = s.execute(select(Job.eta_seconds, Job.updated_at).where(
                 Job.owner == job.owner, Job.status == "running")).all()
             return QueueFacts(
@@ -118,8 +134,10 @@ class QueueMixin:
                 owner_remaining_seconds=tuple(_remaining(eta, at, now) for eta, at in owner_jobs),
                 mean_job_seconds=self._mean_job_seconds(s), gpus=job.gpus,
                 memory_bytes=job.memory_bytes,
-                memory_wait_seconds=None if job.memory_wait_since is None else max(
-                    0.0, (now - job.memory_wait_since).total_seconds()))
+                memory_wait_seconds=_waited(job.memory_wait_since, now),
+                held_by_job_id=held_by.id if held_by else None,
+                held_by_memory_bytes=held_by.memory_bytes if held_by else None,
+                held_by_seconds=_waited(longest_wait, now) if held_by else None)
 
     @staticmethod
     def _workers_serving(s: Session, device: str, alive_seconds: float,

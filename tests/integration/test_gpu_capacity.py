@@ -266,9 +266,14 @@ def test_a_job_first_in_line_waiting_for_memory_holds_its_gpu_once_backfill_time
                                 backfill_seconds=window) is None
     assert "take no job behind it" in client.get(f"/jobs/{first}").json()["queue"]["reason"][
         "message"]
+    # The jobs behind it say why they wait though they would fit.
+    reason = client.get(f"/jobs/{behind[1]}").json()["queue"]["reason"]
+    assert reason["code"] == "gpu_held", reason
+    assert f"job {first}, ahead of it, has waited" in reason["message"]
     # ...while a GPU too small for the big job still takes small ones.
     small_gpu = gpu_worker(store, "gpu-y0", free=GIB + reserve, gpu_ids=["GPU-y"],
                            total=GIB + reserve)
+    assert client.get(f"/jobs/{behind[1]}").json()["queue"]["reason"]["code"] != "gpu_held"
     assert store.claim_next_job(small_gpu, CUDA_QUEUES, "cuda",
                                 capacity=on_gpu("GPU-y", GIB + reserve, reserve),
                                 backfill_seconds=window).id == behind[1]
