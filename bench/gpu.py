@@ -11,7 +11,9 @@ service's database path (worker.persistence + db.store) needs SQLAlchemy and pyd
 the `service` section uses when they import and otherwise reports as not measured.
 
 Sections, each written to the results file as soon as it is done (a run cut short by its time
-limit keeps what it measured), in order of value:
+limit keeps what it measured), in order of value (the first takes a second):
+  gpu_capacity what a GPU worker reports before it claims (its GPUs' UUIDs, free and total
+               memory: worker/gpus.capacity) and a claim through the store with it
   fast_path    per family: fit() plain (eager fp32) vs fit() fast (precision auto, compile
                cudagraphs) vs a bare eager loop; samples/s (tokens/s for the LM) of the
                training steps, and compile_seconds (target: fast >= 2x plain on small models)
@@ -289,6 +291,43 @@ def section_service(data: dict, device: str, quick: bool) -> dict:
     return out
 
 
+def section_gpu_capacity(device: str) -> dict:
+    """What a GPU worker reports before it claims (worker/gpus.capacity: its GPUs' UUIDs, free
+    and total memory) and a claim through the store with it: the CUDA side of the memory
+    accounting that tests cover without a GPU (tests/integration/test_gpu_capacity.py)."""
+    if device != "cuda":
+        return {"measured": False, "why": "needs CUDA"}
+    try:
+        from db.store import Store
+        from models import training_memory_bytes
+        from worker import gpus  # (not worker.lifecycle: it needs Celery)
+    except ImportError as exc:
+        return {"measured": False, "why": f"the service's dependencies are missing here: {exc}"}
+    has = gpus.capacity(["cuda", "auto"], reserve_bytes=2**30)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{tmp}/bench.db")
+        store.migrate()
+        # what worker.lifecycle's first presence beat records
+        store.record_worker_seen("bench-gpu", "bench", os.getpid(), ["cuda", "auto"],
+                                 starting=True, gpus=has.gpus,
+                                 gpu_free_bytes=has.free_memory_bytes, gpu_ids=gpus.gpu_ids(),
+                                 gpu_memory_bytes=gpus.total_memory_bytes())
+        hp = JobSpec(model="cnn", dataset="digits", hyperparameters=small_hp("cnn", quick=True),
+                     device="cuda").hyperparameters  # with the defaults, as stored
+        memory = training_memory_bytes("cnn", hp, "digits", None)
+        job = store.create_job("cnn", "digits", hp, device="cuda", memory_bytes=memory)
+        claimed = store.claim_next_job("bench-gpu", ["cuda", "auto"], "cuda", capacity=has,
+                                       backfill_seconds=300)
+        stored_ids = store.get_worker("bench-gpu", lease_seconds=30).gpu_ids
+        store.close()
+    out = {"gpu_ids": list(has.gpu_ids), "stored_gpu_ids": list(stored_ids),
+           "free_memory_bytes": has.free_memory_bytes,
+           "total_memory_bytes": has.total_memory_bytes, "job_memory_bytes": memory,
+           "claimed": claimed is not None and claimed.id == job.id}
+    print(f"gpu_capacity: {out}", flush=True)
+    return out
+
+
 def section_time_to_98(data: dict, device: str, quick: bool) -> dict:
     hp = {"epochs": 5 if quick else 60, "seed": 0, **FAST}
     clock, wall = run_fit("cnn", data["cnn"], hp, device, Clock(stop_at_accuracy=0.98))
@@ -373,6 +412,7 @@ def main() -> int:
     data = load(args.data)
     start = time.perf_counter()
     sections = [
+        ("gpu_capacity", lambda: section_gpu_capacity(args.device)),
         ("fast_path", lambda: section_fast_path(data, args.device, args.quick)),
         ("jobs_per_hour", lambda: section_jobs_per_hour(args.device, args.quick, args.data)),
         ("service", lambda: section_service(data, args.device, args.quick)),
