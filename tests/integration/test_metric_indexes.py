@@ -36,29 +36,34 @@ def test_postgres_upgrade_keeps_points_and_leaves_one_index_that_covers_reads(
     store = Store(fresh_postgres_url)
     try:
         _upgrade(store, "0016")
-        job = store.create_job("mlp", "digits", {"epochs": 1})
-        store.claim_job(job.id, "w")
-        store.add_metrics(job.id, [("train_loss", s, 1, 1.0 / s, 0.0) for s in range(1, 41)])
+        # The job as 0016 knew it (the store's own insert names columns added since).
+        with store.engine.begin() as conn:
+            job_id = conn.execute(text(
+                "INSERT INTO jobs (name, model, dataset, hyperparameters, device, status, "
+                "created_at, updated_at, epoch, step, attempts, infra_failures, owner) VALUES "
+                "('j', 'mlp', 'digits', '{}', 'cpu', 'running', now(), now(), 0, 0, 1, 0, "
+                "'local') RETURNING id")).scalar()
+        store.add_metrics(job_id, [("train_loss", s, 1, 1.0 / s, 0.0) for s in range(1, 41)])
         assert "ix_metrics_job_id_name_step_epoch_value" in _postgres_indexes(store)
 
-        store.migrate()  # 0017
+        store.migrate()  # 0017 and later
         indexes = _postgres_indexes(store)
         assert set(indexes) == {"pk_metrics", "uq_metrics_job_id_name_step"}
         assert indexes["uq_metrics_job_id_name_step"].endswith(
             "(job_id, name, step) INCLUDE (epoch, value)")
-        assert len(_points(store, job.id)) == 40
+        assert len(_points(store, job_id)) == 40
         # Still what the upsert conflicts on: a repeated step replaces its point.
-        store.add_metrics(job.id, [("train_loss", s, 1, 5.0, 0.0) for s in range(35, 46)])
-        points = _points(store, job.id)
+        store.add_metrics(job_id, [("train_loss", s, 1, 5.0, 0.0) for s in range(35, 46)])
+        points = _points(store, job_id)
         assert len(points) == 45 and points[-1] == ("train_loss", 45, 5.0)
-        assert store.latest_metrics(job.id) == {"train_loss": 5.0}
+        assert store.latest_metrics(job_id) == {"train_loss": 5.0}
         # Reads of points are index-only scans of it.
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE metrics"))
             conn.execute(text("SET enable_seqscan = off"))
             plan = "\n".join(row[0] for row in conn.execute(text(
                 "EXPLAIN SELECT step, epoch, value FROM metrics WHERE job_id = :j "
-                "AND name = 'train_loss' ORDER BY step"), {"j": job.id}))
+                "AND name = 'train_loss' ORDER BY step"), {"j": job_id}))
         assert "Index Only Scan using uq_metrics_job_id_name_step" in plan, plan
     finally:
         store.close()
