@@ -15,7 +15,9 @@ owner), each one's oldest job (one seek), and the running jobs (a handful); ten 
 jobs cost what ten do. On PostgreSQL the chosen row is locked with FOR UPDATE SKIP LOCKED, so
 concurrent claimers each take a different job without waiting for one another; on SQLite the
 claim holds the database's single write lock from its first read (BEGIN IMMEDIATE). Either way
-the UPDATE is still guarded by `status = 'queued'`: every job runs exactly once.
+the UPDATE is still guarded by `status = 'queued'`: every job runs exactly once. Two limits
+need the claims that count them to take turns on PostgreSQL (an advisory lock each, held to the
+commit): the per-owner running limit, and the GPU memory of a shared GPU (see Capacity).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from db.tables import PRIORITY_MAX, Checkpoint, Job, JobAttempt, Worker, utcnow
 # Jobs whose priority can still change: a finished job's order means nothing.
 REPRIORITIZABLE = ("queued", "running")
 
+
+# Two-int Postgres advisory lock (this, 0) held while a claim under a per-owner limit counts
+# the chosen job's owner's running jobs again.
+OWNER_LIMIT_LOCK_CLASS = 0x7479_6F77  # "tyow"
 
 # First half of the two-int Postgres advisory lock held while a claim counts the memory of
 # the jobs on one GPU (the second half: hashtext of the GPU's UUID).
@@ -122,7 +128,32 @@ class SchedulingMixin:
                     job_id = self._take_head(s, *first, devices=devices, capacity=capacity)
             if job_id is None:
                 job_id = self._best_job(s, devices, blocked, share, capacity)
+            if job_id is not None and max_running_per_owner is not None \
+                    and self.dialect == "postgresql":
+                job_id = self._within_owner_limit(s, job_id, devices, blocked, share, capacity,
+                                                  max_running_per_owner)
             return None if job_id is None else self._claim_in(s, job_id, worker, device_class)
+
+    def _within_owner_limit(self, s, job_id: int, devices, blocked: list[str],
+                            share: dict[str, int], capacity: Capacity | None,
+                            max_running: int) -> int | None:
+        """PostgreSQL: `job_id`, or the next best job, whose owner still runs fewer than
+        `max_running` jobs, counted again now that the claims with owner limits take turns
+        (one advisory lock, to their commit): the first count was read without a lock, so
+        claims at the same moment could each start one more job for an owner one below the
+        limit. Under the lock only rows that can be skipped are locked, so it waits for no
+        other claim (the per-GPU locks, when taken, come before it)."""
+        s.execute(text("SELECT pg_advisory_xact_lock(CAST(:cls AS integer), 0)"),
+                  {"cls": OWNER_LIMIT_LOCK_CLASS})
+        while job_id is not None:
+            owner = s.execute(select(Job.owner).where(Job.id == job_id)).scalar()
+            running = s.execute(select(func.count()).select_from(Job).where(
+                Job.owner == owner, Job.status == "running")).scalar()
+            if running < max_running:
+                return job_id
+            blocked = [*blocked, owner]
+            job_id = self._best_job(s, devices, blocked, share, capacity)
+        return None
 
     def _best_job(self, s, devices, blocked, share: dict[str, int],
                   capacity: Capacity | None) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -204,3 +205,29 @@ def test_patch_reorders_a_queued_job_for_its_owner_or_an_admin(secured, store):
                         headers=keys["alice"]).status_code == 422
     assert client.patch("/jobs/999999", json={"priority": 1},
                         headers=keys["root"]).status_code == 404
+
+
+def test_concurrent_claims_never_run_more_than_the_owner_limit(store):
+    """Six workers claim at the same moment from one owner's queue with a limit of two: two of
+    the owner's jobs run, never more (PostgreSQL claims run concurrently; the owners they
+    count take turns)."""
+    for _ in range(6):
+        queue(store, "alice")
+    start, claimed, errors = threading.Barrier(6), [], []
+
+    def claim(name: str) -> None:
+        try:
+            start.wait(10)
+            job = store.claim_next_job(name, CPU, max_running_per_owner=2)
+            if job is not None:
+                claimed.append(job.id)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert len(claimed) == 2, claimed
