@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from db.store.scheduling import Capacity
 
-# Kept out of a GPU's UUID as stored: the separator of workers.gpu_ids and LIKE's wildcards.
+# Kept out of a GPU's UUID as stored: the separator of workers.gpu_ids, among others.
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import and_, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from core.states import DEVICES
+from db.store.scheduling import committed_on, gpu_ids_of, running_on_gpus
 from db.tables import Job, Worker, utcnow
 
 # How many of the latest succeeded jobs give the mean duration of a job.
@@ -87,16 +88,6 @@ def _waited(since: dt.datetime | None, now: dt.datetime) -> float | None:
     return None if since is None else max(0.0, (now - since).total_seconds())
 
 
-def _running_on_gpus(s: Session) -> list[tuple[int, set[str]]]:
-    """(memory estimate, its worker's GPU UUIDs) of each running job that has both: what a
-    claim on one of those GPUs subtracts (db/store/scheduling.py). A handful of rows."""
-    rows = s.execute(select(Job.memory_bytes, Worker.gpu_ids)
-                     .join(Worker, Worker.name == Job.worker)
-                     .where(Job.status == "running", Job.memory_bytes.is_not(None),
-                            Worker.gpu_ids.is_not(None))).all()
-    return [(int(memory), set(filter(None, ids.split(",")))) for memory, ids in rows]
-
-
 class QueueMixin:
     """queue_facts (one queued job) and queue_positions (a page of jobs)."""
 
@@ -152,18 +143,18 @@ class QueueMixin:
             .where(Worker.seen_at >= cutoff, Worker.stopped_at.is_(None))
             .order_by(Worker.name)).all()
         rows = [row for row in rows if device in row.queues.split(",")]
-        on_gpus = _running_on_gpus(s) if any(row.gpu_ids for row in rows) else []
+        running = running_on_gpus(s) if any(row.gpu_ids for row in rows) else []
         workers = []
         for row in rows:
-            ids = set(filter(None, (row.gpu_ids or "").split(",")))
-            sharing = [memory for memory, gpus in on_gpus if ids & gpus]
+            ids = gpu_ids_of(row.gpu_ids)
+            committed, jobs = committed_on(running, ids)
             workers.append(QueueWorker(
                 name=row.name, state=row.state, job_priority=row.priority,
                 remaining_seconds=_remaining(row.eta_seconds, row.updated_at, now),
                 preempt_requested=row.preempt_requested_at is not None, gpus=row.gpus,
                 gpu_free_bytes=row.gpu_free_bytes,
                 gpu_total_bytes=row.gpu_memory_bytes if ids else None,
-                gpu_committed_bytes=sum(sharing), gpu_committed_jobs=len(sharing)))
+                gpu_committed_bytes=committed, gpu_committed_jobs=jobs))
         return tuple(workers)
 
     @staticmethod

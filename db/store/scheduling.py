@@ -76,10 +76,26 @@ def memory_for_next_job(free_bytes: int | None, total_bytes: int | None, committ
     return max(0, min(free_bytes, unclaimed))
 
 
-def shares_a_gpu(gpu_ids_column, gpu_ids: Sequence[str]):
-    """SQL: the comma-separated `gpu_ids_column` names one of `gpu_ids`."""
-    padded = "," + func.coalesce(gpu_ids_column, "") + ","
-    return or_(*(padded.like(f"%,{gpu_id},%") for gpu_id in gpu_ids))
+def gpu_ids_of(stored: str | None) -> tuple[str, ...]:
+    """The UUIDs in a `workers.gpu_ids` value (comma-separated; NULL without CUDA)."""
+    return tuple(filter(None, (stored or "").split(",")))
+
+
+def running_on_gpus(s) -> list[tuple[int, frozenset[str]]]:
+    """(memory estimate, its worker's GPU UUIDs) of each running job that has both: what a
+    claim on one of those GPUs subtracts. As many rows as jobs running, a handful."""
+    rows = s.execute(select(Job.memory_bytes, Worker.gpu_ids)
+                     .join(Worker, Worker.name == Job.worker)
+                     .where(Job.status == "running", Job.memory_bytes.is_not(None),
+                            Worker.gpu_ids.is_not(None))).all()
+    return [(int(memory), frozenset(gpu_ids_of(ids))) for memory, ids in rows]
+
+
+def committed_on(running: list[tuple[int, frozenset[str]]],
+                 gpu_ids: Sequence[str]) -> tuple[int, int]:
+    """(summed estimates, how many jobs) of the `running` jobs on any of `gpu_ids`."""
+    sharing = [memory for memory, ids in running if ids.intersection(gpu_ids)]
+    return sum(sharing), len(sharing)
 
 
 def device_class_of(queues: Sequence[str]) -> str:
@@ -195,14 +211,10 @@ class SchedulingMixin:
             for gpu_id in sorted(set(capacity.gpu_ids)):
                 s.execute(text("SELECT pg_advisory_xact_lock(CAST(:cls AS integer), "
                                "hashtext(:gpu))"), {"cls": GPU_MEMORY_LOCK_CLASS, "gpu": gpu_id})
-        committed, jobs = s.execute(
-            select(func.coalesce(func.sum(Job.memory_bytes), 0), func.count())
-            .select_from(Job).join(Worker, Worker.name == Job.worker)
-            .where(Job.status == "running", Job.memory_bytes.is_not(None),
-                   shares_a_gpu(Worker.gpu_ids, capacity.gpu_ids))).one()
-        held = int(committed) + int(jobs) * capacity.reserve_bytes
+        committed, jobs = committed_on(running_on_gpus(s), capacity.gpu_ids)
+        held = committed + jobs * capacity.reserve_bytes
         free = memory_for_next_job(capacity.free_memory_bytes, capacity.total_memory_bytes,
-                                   int(committed), int(jobs), capacity.reserve_bytes)
+                                   committed, jobs, capacity.reserve_bytes)
         drained = None
         if capacity.free_memory_bytes is not None:
             drained = capacity.free_memory_bytes + held

@@ -10,7 +10,7 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from db.store.records import WorkerRecord
-from db.store.scheduling import device_class_of
+from db.store.scheduling import device_class_of, gpu_ids_of
 from db.tables import Job, Worker, utcnow
 
 
@@ -160,4 +160,4 @@ def _worker_record(worker: Worker, job_owner: str | None, now: dt.datetime,
         jobs_done=worker.jobs_done, infra_failures=worker.infra_failures,
         drain_requested_at=worker.drain_requested_at, gpus=worker.gpus,
         gpu_free_bytes=worker.gpu_free_bytes,
-        gpu_ids=tuple(filter(None, (worker.gpu_ids or "").split(","))))
+        gpu_ids=gpu_ids_of(worker.gpu_ids))

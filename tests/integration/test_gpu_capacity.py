@@ -36,10 +36,11 @@ def gpu_worker(store, name, gpus=1, free=8 * GIB, gpu_ids=(), total=None) -> str
     return name
 
 
-def on_gpu(gpu_id: str, total: int, reserve: int) -> Capacity:
-    """What a worker on an idle GPU `gpu_id` measures before its claim (as worker/gpus.py
+def on_gpu(gpu_id: str | tuple[str, ...], total: int, reserve: int) -> Capacity:
+    """What a worker on idle GPU(s) `gpu_id` measures before its claim (as worker/gpus.py
     reports it: free and total less the reserve)."""
-    return Capacity(gpus=1, free_memory_bytes=total - reserve, gpu_ids=(gpu_id,),
+    ids = (gpu_id,) if isinstance(gpu_id, str) else gpu_id
+    return Capacity(gpus=len(ids), free_memory_bytes=total - reserve, gpu_ids=ids,
                     total_memory_bytes=total - reserve, reserve_bytes=reserve)
 
 
@@ -168,9 +169,8 @@ def test_a_worker_on_two_gpus_counts_the_jobs_on_either(client, store, api_setti
     pair = gpu_worker(store, "gpu-cd", gpus=2, gpu_ids=["GPU-c", "GPU-d"], total=total)
     assert store.claim_next_job(alone, CUDA_QUEUES, "cuda",
                                 capacity=on_gpu("GPU-c", total, reserve)).id == jobs[0]["id"]
-    both = Capacity(gpus=2, free_memory_bytes=total - reserve, gpu_ids=("GPU-c", "GPU-d"),
-                    total_memory_bytes=total - reserve, reserve_bytes=reserve)
-    assert store.claim_next_job(pair, CUDA_QUEUES, "cuda", capacity=both) is None
+    assert store.claim_next_job(pair, CUDA_QUEUES, "cuda",
+                                capacity=on_gpu(("GPU-c", "GPU-d"), total, reserve)) is None
 
 
 def test_concurrent_claims_on_one_gpu_never_overcommit_it(client, store, api_settings):
