@@ -40,14 +40,15 @@ DRAIN_REQUESTED = threading.Event()
 
 def describe_hardware() -> dict:
     """What GET /workers shows of this process's hardware: torch's version, and where CUDA is
-    available the first visible GPU's name and memory and every visible GPU's UUID (CUDA is
-    initialised only to ask)."""
+    available the first visible GPU's name, the total memory of the smallest visible GPU (what
+    its claims count on, worker/gpus.capacity, so the queue's reasons count the same) and
+    every visible GPU's UUID (CUDA is initialised only to ask)."""
     import torch
 
     described = {"torch_version": torch.__version__}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        described.update(gpu_name=props.name, gpu_memory_bytes=int(props.total_memory),
+        described.update(gpu_name=props.name, gpu_memory_bytes=gpus.total_memory_bytes(),
                          gpu_ids=gpus.gpu_ids())
     return described
 

@@ -82,7 +82,9 @@ class WorkerOut(BaseModel):
         description="cuda when it serves the cuda queue (the jobs it runs count toward fair "
         "share among cuda workers), else cpu.")
     gpu_name: str | None = Field(description="Its first visible GPU; null without CUDA.")
-    gpu_memory_bytes: int | None = Field(description="That GPU's memory; null without CUDA.")
+    gpu_memory_bytes: int | None = Field(
+        description="Total memory of its smallest visible GPU (what one job it runs can count "
+        "on); null without CUDA.")
     gpus: int | None = Field(
         default=None, description="How many GPUs (on a CPU worker: processes) it can give one "
         "job: a job asking for more (`gpus`) waits for a worker that has them.")

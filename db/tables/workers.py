@@ -57,7 +57,8 @@ class Worker(Base):
         "`cuda` when it serves the cuda queue, else `cpu`."))
     gpu_name: Mapped[str | None] = mapped_column(String(200), doc=(
         "Its GPU's name (the first visible one); NULL without CUDA."))
-    gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, doc="That GPU's total memory.")
+    gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, doc=(
+        "Total memory of its smallest visible GPU (what one job can count on)."))
     gpus: Mapped[int | None] = mapped_column(Integer, doc=(
         "How many GPUs (on a CPU worker: processes) it can give one job (migration 0011)."))
     gpu_free_bytes: Mapped[int | None] = mapped_column(BigInteger, doc=(
