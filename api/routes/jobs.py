@@ -7,6 +7,7 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter
 
 from api.deps import (
@@ -430,16 +431,20 @@ def list_checkpoints(job: JobDep, store: StoreDep, request: Request) -> list[Che
 def download_checkpoint(job: JobDep, checkpoint_id: int, store: StoreDep) -> Response:
     found = None
     if 1 <= checkpoint_id <= MAX_ID:
-        found = store.get_checkpoint_data(job.id, checkpoint_id)
+        found = store.iter_checkpoint_data(job.id, checkpoint_id)
     if found is None:
         raise checkpoint_not_found(job.id, checkpoint_id)
-    record, data = found
+    record, pieces = found
     filename = f"trainyard-job{job.id}-epoch{record.epoch}-ckpt{record.id}.pt"
-    return Response(
-        content=data,
+    # Streamed a stored piece (16 MiB) at a time: a 1 GB checkpoint never sits in the API's
+    # memory. Content-Length is the whole size, so a client sees a download cut short (the
+    # checkpoint pruned meanwhile) as incomplete; X-Checksum-SHA256 checks the rest.
+    return StreamingResponse(
+        pieces,
         media_type="application/octet-stream",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Length": str(record.size),
             "ETag": f'"{record.sha256}"',
             "X-Checksum-SHA256": record.sha256,
         },

@@ -1,10 +1,16 @@
 """What a job produces besides metrics: sampled texts and checkpoints (uploaded datasets are in
-db/store/datasets.py)."""
+db/store/datasets.py).
+
+A checkpoint's bytes: the first CHECKPOINT_CHUNK_BYTES in its row, the rest in
+checkpoint_chunks (no database value holds more than 1 GB; a big model's checkpoint is more).
+Readers get the whole file joined (a worker loads it whole anyway) or, for a download, its
+pieces one query each, so the API never holds a large checkpoint in memory.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -15,17 +21,11 @@ from sqlalchemy.orm import Session
 from db.store.base import json_safe
 from db.store.errors import NotFound
 from db.store.records import CheckpointRecord, record_of
-from db.tables import Checkpoint, Job, JobText, utcnow
+from db.tables import CHECKPOINT_CHUNK_BYTES, Checkpoint, CheckpointChunk, Job, JobText, utcnow
 
 # Columns of the record: everything but the bytes.
 _CHECKPOINT_COLUMNS = tuple(getattr(Checkpoint, f.name) for f in fields(CheckpointRecord))
-
-
-def blob_columns(data: bytes) -> dict[str, Any]:
-    """The columns of a stored blob: its bytes, size and sha256 (which callers compare to
-    detect a damaged or swapped blob)."""
-    blob = bytes(data)
-    return {"data": blob, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+_CHUNKS = CheckpointChunk.__table__
 
 
 def best_checkpoint_of(checkpoints: Iterable[Any], metric: str, goal: str) -> Any | None:
@@ -39,8 +39,18 @@ def best_checkpoint_of(checkpoints: Iterable[Any], metric: str, goal: str) -> An
     return max(scored, key=lambda t: t[:3])[3] if scored else None
 
 
+def _piece(s: Session, checkpoint_id: int, seq: int) -> bytes | None:
+    """Piece `seq` (1, 2, ...) of a checkpoint's bytes past its row's own; None past the end."""
+    data = s.scalar(select(CheckpointChunk.data).where(
+        CheckpointChunk.checkpoint_id == checkpoint_id, CheckpointChunk.seq == seq))
+    return bytes(data) if data is not None else None
+
+
 class ArtifactsMixin:
     """Texts and checkpoints (bytes in the database)."""
+
+    # Bytes per stored piece of a checkpoint (a class attribute, so tests can make it small).
+    CHECKPOINT_CHUNK_BYTES = CHECKPOINT_CHUNK_BYTES
 
     def add_text(self, job_id: int, epoch: int, step: int, name: str, text: str) -> None:
         """Keep a text artifact (e.g. a sampled text). Raises NotFound for an unknown job."""
@@ -70,23 +80,32 @@ class ArtifactsMixin:
         keep_last: int | None = None,
         keep_best: tuple[str, str] | None = None,
     ) -> CheckpointRecord:
-        """Store checkpoint bytes with their sha256 and size. NotFound for an unknown job.
+        """Store checkpoint bytes with their sha256 and size (which readers compare, to detect
+        a damaged or swapped checkpoint), in one transaction. NotFound for an unknown job.
 
         With `keep_last`, older checkpoints beyond the newest `keep_last` are deleted in the same
         transaction (see prune_checkpoints); `keep_best` = (metric, "min" | "max") keeps the
         checkpoint with the best value of that metric too."""
+        blob, size = memoryview(data), len(data)
+        piece = self.CHECKPOINT_CHUNK_BYTES
         try:
             with self._session() as s:
                 row = Checkpoint(
                     job_id=job_id,
                     epoch=epoch,
                     step=step,
-                    **blob_columns(data),
+                    data=bytes(blob[:piece]),
+                    size=size,
+                    sha256=hashlib.sha256(blob).hexdigest(),
                     metrics=json_safe(dict(metrics or {})),
                     created_at=utcnow(),
                 )
                 s.add(row)
                 s.flush()
+                for seq, start in enumerate(range(piece, size, piece), start=1):
+                    # Core INSERT, one piece at a time: at most one piece copied at once
+                    s.execute(_CHUNKS.insert(), {"checkpoint_id": row.id, "seq": seq,
+                                                 "data": bytes(blob[start:start + piece])})
                 if keep_last:
                     self._prune_checkpoints(s, job_id, keep_last, keep_best)
                 return record_of(CheckpointRecord, row)
@@ -106,24 +125,58 @@ class ArtifactsMixin:
     def get_checkpoint_data(
         self, job_id: int, checkpoint_id: int
     ) -> tuple[CheckpointRecord, bytes] | None:
-        with self._session() as s:
-            row = s.execute(
-                select(*_CHECKPOINT_COLUMNS, Checkpoint.data).where(
-                    Checkpoint.job_id == job_id, Checkpoint.id == checkpoint_id
-                )
-            ).first()
-            return (record_of(CheckpointRecord, row), bytes(row.data)) if row is not None else None
+        """One of the job's checkpoints with its whole file; None when the job has no such
+        checkpoint."""
+        return self._checkpoint_with_data(
+            Checkpoint.job_id == job_id, Checkpoint.id == checkpoint_id)
 
     def latest_checkpoint(self, job_id: int) -> tuple[CheckpointRecord, bytes] | None:
         """The checkpoint at the highest step (the newest one on a tie), with its bytes."""
+        return self._checkpoint_with_data(Checkpoint.job_id == job_id)
+
+    def _checkpoint_with_data(self, *where) -> tuple[CheckpointRecord, bytes] | None:
+        """The newest checkpoint matching `where`, with its row's bytes and its pieces joined,
+        read in one transaction (so a checkpoint pruned meanwhile is read whole or not at
+        all), a piece per query: one query for all of them made psycopg hold every row and
+        took twice as long (bench/checkpoint_sizes.py)."""
         with self._session() as s:
             row = s.execute(
-                select(*_CHECKPOINT_COLUMNS, Checkpoint.data)
-                .where(Checkpoint.job_id == job_id)
-                .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
-                .limit(1)
+                select(*_CHECKPOINT_COLUMNS, Checkpoint.data).where(*where)
+                .order_by(Checkpoint.step.desc(), Checkpoint.id.desc()).limit(1)
             ).first()
-            return (record_of(CheckpointRecord, row), bytes(row.data)) if row is not None else None
+            if row is None:
+                return None
+            pieces, got = [bytes(row.data)], len(row.data)
+            while got < row.size and (piece := _piece(s, row.id, len(pieces))) is not None:
+                pieces.append(piece)
+                got += len(piece)
+            return record_of(CheckpointRecord, row), b"".join(pieces)
+
+    def iter_checkpoint_data(self, job_id: int, checkpoint_id: int
+                             ) -> tuple[CheckpointRecord, Iterator[bytes]] | None:
+        """One of the job's checkpoints with its file as pieces, each read by its own short
+        query when the iterator reaches it (a download streams a 1 GB checkpoint in 16 MiB
+        pieces); None when the job has no such checkpoint. A checkpoint pruned meanwhile ends
+        the pieces early: the reader sees fewer than `size` bytes."""
+        with self._session() as s:
+            row = s.execute(select(*_CHECKPOINT_COLUMNS, Checkpoint.data).where(
+                Checkpoint.job_id == job_id, Checkpoint.id == checkpoint_id)).first()
+            if row is None:
+                return None
+            record, head = record_of(CheckpointRecord, row), bytes(row.data)
+
+        def pieces() -> Iterator[bytes]:
+            yield head
+            seq, got = 1, len(head)
+            while got < record.size:
+                with self._session() as s:
+                    piece = _piece(s, checkpoint_id, seq)
+                if piece is None:
+                    return
+                yield piece
+                seq, got = seq + 1, got + len(piece)
+
+        return record, pieces()
 
     def prune_checkpoints(self, job_id: int, keep_last: int,
                           keep_best: tuple[str, str] | None = None) -> int:

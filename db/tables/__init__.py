@@ -31,8 +31,10 @@ from db.tables.logs import JobLog
 from db.tables.metrics import (
     COARSE_BLOCK_STEPS,
     COARSE_ROLLUP_BLOCKS,
+    CHECKPOINT_CHUNK_BYTES,
     ROLLUP_BLOCK_STEPS,
     Checkpoint,
+    CheckpointChunk,
     JobText,
     Metric,
     MetricRollup,
@@ -44,11 +46,11 @@ from db.tables.webhooks import WEBHOOK_EVENTS, Webhook, WebhookDelivery
 from db.tables.workers import Worker
 
 __all__ = [
-    "ATTEMPT_OUTCOMES", "COARSE_BLOCK_STEPS", "COARSE_ROLLUP_BLOCKS", "DATASET_KINDS",
+    "ATTEMPT_OUTCOMES", "CHECKPOINT_CHUNK_BYTES", "COARSE_BLOCK_STEPS", "COARSE_ROLLUP_BLOCKS", "DATASET_KINDS",
     "JOB_STATUSES", "LOCAL_OWNER", "MAX_JOB_GPUS", "NAMING_CONVENTION", "PRIORITY_MAX",
     "PRIORITY_MIN",
     "ROLLUP_BLOCK_STEPS", "SWEEP_METHODS", "SWEEP_STATUSES", "ApiKey", "Base", "BigIntPK",
-    "Checkpoint", "ConfusionMatrix", "Dataset", "DatasetChunk", "Job", "JobAttempt", "JobLog",
+    "Checkpoint", "CheckpointChunk", "ConfusionMatrix", "Dataset", "DatasetChunk", "Job", "JobAttempt", "JobLog",
     "JobText", "JSONType",
     "Metric",
     "MetricRollup", "MetricRollupCoarse", "SeriesSummary", "Sweep", "UTCDateTime",

@@ -182,8 +182,16 @@ class SeriesSummary(Base):
         "When it was stored."))
 
 
+# The bytes of a checkpoint kept in its own row; the rest go to checkpoint_chunks in pieces of
+# this size. One value can hold at most 1 GB on either database (PostgreSQL's field limit,
+# SQLite's default SQLITE_MAX_LENGTH), and a 100M-parameter model (TRAINYARD_MAX_MODEL_PARAMETERS)
+# checkpointed with Adam's two moments is 1.2 GB; most checkpoints fit the first piece.
+CHECKPOINT_CHUNK_BYTES = 16 * 2**20
+
+
 class Checkpoint(Base):
-    """A training checkpoint; the bytes live in the database (bytea on Postgres).
+    """A training checkpoint; the bytes live in the database (bytea on Postgres): the first
+    CHECKPOINT_CHUNK_BYTES (16 MiB) in this row, any more in `checkpoint_chunks`.
 
     Written at the end of every epoch (and when a drained worker stops mid-epoch); only a job's
     newest few are kept (TRAINYARD_CHECKPOINTS_KEEP, 5 by default).
@@ -210,10 +218,12 @@ class Checkpoint(Base):
     step: Mapped[int] = mapped_column(Integer, doc=(
         "Optimizer steps done when it was taken."))
     data: Mapped[bytes] = mapped_column(LargeBinary, doc=(
-        "The checkpoint file, megabytes: what torch.save wrote of a dict that describes itself "
-        "(`format`, `model`, `model_config`, `hyperparameters`, `epoch`, `step`, the model's, "
-        "optimizer's and scheduler's states, ...). Read it with "
-        "`torch.load(io.BytesIO(data), weights_only=True)`."))
+        "The checkpoint file's first 16 MiB (the whole file, for most): what torch.save wrote "
+        "of a dict that describes itself (`format`, `model`, `model_config`, "
+        "`hyperparameters`, `epoch`, `step`, the model's, optimizer's and scheduler's states, "
+        "...). A longer file continues in `checkpoint_chunks`, in `seq` order; `size` is the "
+        "whole file's. Read it with `torch.load(io.BytesIO(data + chunks), "
+        "weights_only=True)`."))
     sha256: Mapped[str] = mapped_column(String(64), doc=(
         "SHA-256 of `data`, lowercase hex."))
     size: Mapped[int] = mapped_column(BigInteger, doc=(
@@ -225,6 +235,26 @@ class Checkpoint(Base):
         "When it was stored."))
 
 
+
+
+class CheckpointChunk(Base):
+    """The bytes of a checkpoint past its first 16 MiB, in pieces of 16 MiB (migration 0019):
+    no database value can hold more than 1 GB, and a big model's checkpoint is more."""
+
+    __tablename__ = "checkpoint_chunks"
+    __table_args__ = (
+        {"info": {"pk_serves": (
+            "Reading a checkpoint's bytes in order (seq = 1, 2, ...), and the ON DELETE "
+            "CASCADE from `checkpoints`.")}},
+    )
+
+    checkpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("checkpoints.id", ondelete="CASCADE"), primary_key=True, doc=(
+            "The checkpoint these bytes belong to."))
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, doc=(
+        "The piece's place in the file after the row's own `data`: 1 first."))
+    data: Mapped[bytes] = mapped_column(LargeBinary, doc=(
+        "The piece's bytes (16 MiB, the last one less)."))
 
 
 class JobText(Base):
