@@ -11,6 +11,11 @@ Each (backend, size) runs in a fresh process, so its peak memory (ru_maxrss) is 
 beyond the checkpoint's own bytes, which the process holds throughout (as fit() does).
 
     .venv/bin/python bench/checkpoint_sizes.py    # ~3 min; bench/results/checkpoint_sizes.json
+    .venv/bin/python bench/checkpoint_sizes.py --job    # + a real job whose checkpoint is 1.16 GB
+
+`--job` also runs one real job through the worker's JobRunner on PostgreSQL (writer process,
+checkpoint and all): a word-level 4-layer LSTM language model on fortunes (~97M parameters) for
+one step, whose checkpoint is about 1.16 GB (~1.5 min, ~3 GB of memory).
 """
 
 from __future__ import annotations
@@ -95,6 +100,33 @@ def _case(url: str, size: int, out) -> None:
     })
 
 
+# ~97M parameters: embedding and decoder over fortunes' ~30,000 words, four 1024-unit LSTM layers
+BIG_JOB = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 8, "seq_len": 32,
+           "tokenizer": "word", "max_vocab": 50_000, "embedding_dim": 1024, "hidden_size": 1024,
+           "cell": "lstm", "num_layers": 4}
+
+
+def big_job(url: str) -> dict:
+    """The real job (see the module), its outcome and its checkpoints' sizes."""
+    from core.settings import Settings
+    from db.store import Store
+    from worker.runner import JobRunner
+
+    store = Store(url)
+    store.migrate()
+    with tempfile.TemporaryDirectory(prefix="trainyard-bench-ckpt-home-") as home:
+        job = store.create_job("rnn_lm", "fortunes", BIG_JOB, device="cpu")
+        t = time.perf_counter()
+        outcome = JobRunner(store, Settings(home=home), "bench").run(job.id)
+        seconds = time.perf_counter() - t
+        done = store.get_job(job.id)
+        sizes = [c.size for c in store.list_checkpoints(job.id)]
+    store.close()
+    return {"hyperparameters": BIG_JOB, "outcome": outcome, "status": done.status,
+            "error": done.error, "seconds": round(seconds, 1), "checkpoint_bytes": sizes,
+            "peak_rss_mib": round(_peak_mib())}
+
+
 def run(url: str, size: int) -> dict:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
@@ -108,8 +140,9 @@ def run(url: str, size: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="checkpoint_sizes")
+    ap.add_argument("--job", action="store_true", help="also run the real job (see the module)")
     args = ap.parse_args()
-    result = run_header("checkpoint_sizes", {"sizes": list(SIZES)})
+    result = run_header("checkpoint_sizes", {"sizes": list(SIZES), "job": args.job})
     cases = []
     postgres = Postgres()
     try:
@@ -123,6 +156,11 @@ def main() -> None:
                     cases.append(case)
                     if backend == "postgresql":
                         postgres.drop(url)
+        if args.job:
+            url = postgres.create()
+            result["job"] = big_job(url)
+            print(result["job"], flush=True)
+            postgres.drop(url)
     finally:
         postgres.close()
     result["cases"] = cases
