@@ -16,7 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.limits import check_limits, estimate, shape_for_dataset
+from models.limits import (
+    check_limits,
+    dataset_device_bytes,
+    dataset_items,
+    estimate,
+    shape_for_dataset,
+)
 from models.registry import SpecError, check_dataset_kind, validate_hyperparameters
 
 
@@ -44,11 +50,16 @@ def check_job(model: str, hyperparameters: dict | None, dataset: str,
 
 
 def training_memory_bytes(model: str, hp: dict, dataset: str, data_dir: Path | None,
-                          image_shape: tuple[int, int, int, int] | None = None) -> int:
+                          image_shape: tuple[int, int, int, int] | None = None,
+                          summary: dict[str, Any] | None = None) -> int:
     """What a checked job (`check_job`'s hyperparameters) needs of a GPU's memory: its
     estimated state (weights, gradients, optimizer) plus peak working memory, from the same
-    conservative estimate as the caps. Recorded with the job, so a worker on a shared GPU
-    claims it only when that much is free. Not counted: the CUDA context and kernel
-    workspaces (TRAINYARD_GPU_MEMORY_RESERVE_BYTES stands for them on the worker's side)."""
-    sized = estimate(model, hp, shape_for_dataset(model, hp, dataset, data_dir, image_shape))
-    return int(sized.state_bytes + sized.peak_bytes)
+    conservative estimate as the caps, plus its dataset, which fit() moves to the device
+    (`summary`: an upload's, which says how many images or characters it holds). Recorded
+    with the job, so a worker on a shared GPU claims it only when that much is free. Not
+    counted: the CUDA context and kernel workspaces (TRAINYARD_GPU_MEMORY_RESERVE_BYTES
+    stands for them on the worker's side)."""
+    shape = shape_for_dataset(model, hp, dataset, data_dir, image_shape)
+    sized = estimate(model, hp, shape)
+    data = dataset_device_bytes(shape, dataset_items(model, dataset, summary))
+    return int(sized.state_bytes + sized.peak_bytes + data)

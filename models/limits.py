@@ -43,18 +43,22 @@ Each family's own figures (params, activation, largest tensor, per evaluated ite
 from its `size` hook in the family table (models/registry.py); this module turns them into the
 estimate, the validation plan and the caps, by the family's data kind (images or text).
 
-Not covered: the dataset itself (loaded before training, a few bytes per token or pixel),
-allocator fragmentation, CUDA context and kernel workspaces. The caps are guards against absurd
-jobs, not a memory planner.
+Not covered by the caps: the dataset itself, allocator fragmentation, CUDA context and kernel
+workspaces; the caps are guards against absurd jobs. What a job needs of a GPU's memory
+(models.training_memory_bytes, which workers sharing a GPU add up) also counts the dataset,
+which fit() moves to the device whole: `dataset_device_bytes`, fp32 images and int64 labels or
+token ids (CIFAR-10's 60,000 images are 737 MB, more than a small CNN's whole estimate).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from models.data import idx_image_size
-from models.family import FLOAT, DataShape, Sizes, SpecError
+from models.data import builtin_datasets, idx_image_size
+from models.family import FLOAT, INDEX, DataShape, Sizes, SpecError
 from models.registry import family
 
 # Char-level vocabulary bound used before the text is tokenized: the built-in corpora have
@@ -69,6 +73,9 @@ IMAGE_SHAPES = {
     "fashion_mnist": (1, 28, 28, 10),
     "cifar10": (3, 32, 32, 10),
 }
+# How many images a built-in dataset loads (training and validation or test together): what
+# fit() moves to the device. MNIST's are the standard files' (IDX files of fewer count less).
+IMAGE_EXAMPLES = {"digits": 1797, "mnist": 70_000, "fashion_mnist": 70_000, "cifar10": 60_000}
 # Validation (models/train.py, planned by eval_plan): at most this many images, or LM tokens,
 # per no_grad forward pass, and never more working memory than the training step's figure or
 # EVAL_MIN_BYTES, whichever is larger (a tiny model still evaluates in large passes).
@@ -130,6 +137,31 @@ def shape_for_dataset(model: str, hp: dict, dataset: str,
         if found is not None:
             height, width = found
     return DataShape(channels=channels, height=height, width=width, num_classes=classes)
+
+
+def dataset_device_bytes(shape: DataShape, items: int) -> int:
+    """Bytes of a dataset of `items` images (fp32 pixels, an int64 label each) or tokens (int64
+    ids) of `shape` once fit() has moved it to the device."""
+    if shape.vocab_size:
+        return items * INDEX
+    return items * (shape.channels * shape.height * shape.width * FLOAT + INDEX)
+
+
+def dataset_items(model: str, dataset: str, summary: dict[str, Any] | None = None) -> int:
+    """How many images, or at most how many tokens, `dataset` puts on the device: an upload's
+    from its `summary` (images: examples; text: characters, which no tokenizer exceeds), a
+    built-in one's from IMAGE_EXAMPLES or its text's bytes; 0 when not known."""
+    text = family(model).data_kind == "text"
+    if summary:
+        value = summary.get("characters" if text else "examples")
+        return value if isinstance(value, int) and value > 0 else 0
+    return _builtin_text_bytes().get(dataset, 0) if text else IMAGE_EXAMPLES.get(dataset, 0)
+
+
+@functools.cache
+def _builtin_text_bytes() -> dict[str, int]:
+    """The built-in texts' sizes in bytes (at least their characters), read once a process."""
+    return {d["name"]: d["size_bytes"] for d in builtin_datasets() if d["kind"] == "text"}
 
 
 def shape_of_data(data) -> DataShape:

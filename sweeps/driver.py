@@ -67,13 +67,6 @@ def _end_if_done(store: Store, sweep: SweepRecord, trials: list[TrialRecord]) ->
     return True
 
 
-def upload_shape(store: Store, sweep: SweepRecord) -> tuple[int, int, int, int] | None:
-    """(channels, height, width, classes) of the uploaded image dataset version a sweep is
-    pinned to ("name@2"); None for a built-in dataset or text."""
-    _, _, record = store.find_upload(sweep.dataset, sweep.owner)
-    return record.image_shape if record is not None else None
-
-
 def trial_hyperparameters(sweep: SweepRecord, proposed: dict[str, Any], settings: Any,
                           image_shape: tuple[int, int, int, int] | None = None
                           ) -> tuple[dict[str, Any], str | None]:
@@ -103,7 +96,8 @@ def advance(store: Store, sweep_id: int, settings: Any) -> list[JobRecord]:
     space = dimensions_from_json(sweep.space, sweep.model)
     trials = store.sweep_trials(sweep_id, sweep.objective_metric)
     launched: list[JobRecord] = []
-    shape = upload_shape(store, sweep)
+    _, _, upload = store.find_upload(sweep.dataset, sweep.owner)
+    shape, summary = (upload.image_shape, upload.summary) if upload is not None else (None, None)
     while not _end_if_done(store, sweep, trials):
         active = sum(t.status in ACTIVE for t in trials)
         if (len(trials) >= sweep.max_trials or active >= sweep.max_concurrent
@@ -112,7 +106,8 @@ def advance(store: Store, sweep_id: int, settings: Any) -> list[JobRecord]:
         proposed = propose(sweep, space, trials)
         hp, error = trial_hyperparameters(sweep, proposed, settings, shape)
         memory = None if error else training_memory_bytes(sweep.model, hp, sweep.dataset,
-                                                          settings.resolved_data_dir, shape)
+                                                          settings.resolved_data_dir, shape,
+                                                          summary)
         job = store.launch_trial(sweep_id, len(trials), hp, error=error,
                                  max_queued=settings.max_queued_jobs_per_user,
                                  memory_bytes=memory)

@@ -168,7 +168,8 @@ def submit_job(
             "gpus": body.gpus, **parent_columns,
             "memory_bytes": training_memory_bytes(
                 body.model, hyperparameters, body.dataset, settings.resolved_data_dir,
-                image_shape(found) if found is not None else None)}
+                image_shape(found) if found is not None else None,
+                found.summary if found is not None else None)}
     # One user cannot fill the queue: the store counts and inserts as one step, so concurrent
     # submissions cannot overshoot the cap; a retry of a request that made its job is no new job.
     cap = settings.max_queued_jobs_per_user

@@ -26,6 +26,11 @@ def test_a_sweep_on_an_upload_is_pinned_to_its_version(big_client, store, tmp_pa
     [trial] = [t for t in sweep["trials"] if t["status"] == "queued"]
     job = store.get_job(trial["job_id"])
     assert job.dataset == "mine@1" and job.memory_bytes is not None
+    # sized as POST /jobs sizes the same job: the version's images counted on the device too
+    alone = client.post("/jobs", json={"model": "cnn", "dataset": "mine@1", "device": "cpu",
+                                       "hyperparameters": job.hyperparameters}).json()
+    assert alone["memory_bytes"] == job.memory_bytes > 1797 * (8 * 8 * 4 + 8)
+    client.post(f"/jobs/{alone['id']}/cancel")
     runner = JobRunner(store, Settings(home=tmp_path / "w", metrics_flush_seconds=0.05),
                        worker_name="w")
     assert runner.run(job.id) == "succeeded", store.get_job(job.id).error

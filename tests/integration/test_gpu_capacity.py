@@ -22,6 +22,8 @@ from sqlalchemy import update
 from db.store.scheduling import Capacity
 from db.tables import Job, utcnow
 from models import training_memory_bytes
+from models.limits import estimate, shape_for_dataset
+from tests.integration.dataset_files import digits_zip, upload
 from worker import gpus
 from worker.lifecycle import PresenceBeat
 
@@ -59,6 +61,18 @@ def test_submit_records_gpus_and_the_memory_estimate(client, store):
     assert job["memory_bytes"] == expected > 0
     assert store.get_job(job["id"]).gpus == 2
     assert submit(client)["gpus"] == 1  # the default
+
+
+def test_the_memory_estimate_counts_the_dataset_that_goes_to_the_gpu(big_client, store):
+    # fit() moves the whole dataset to the device: an uploaded one's images, as its summary
+    # counts them, are part of what the job needs of a GPU shared with other jobs
+    assert upload(big_client, "mine", digits_zip(), "digits.zip").status_code == 201
+    job = big_client.post("/jobs", json={"model": "cnn", "dataset": "mine", "device": "cuda",
+                                         "hyperparameters": {"channels": [4, 8]}}).json()
+    hp = store.get_job(job["id"]).hyperparameters
+    sized = estimate("cnn", hp, shape_for_dataset("cnn", hp, "mine", None, (1, 8, 8, 10)))
+    images = 1797 * (1 * 8 * 8 * 4 + 8)  # fp32 pixels and an int64 label each
+    assert job["memory_bytes"] == sized.state_bytes + sized.peak_bytes + images
 
 
 @pytest.mark.parametrize("gpus", [0, 17, "two"])

@@ -12,12 +12,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from models import check_job
-from models.data import pydocs_documents
+from models import check_job, training_memory_bytes
+from models.data import load_image_dataset, load_text_dataset, pydocs_documents
 from models.limits import (
     CHAR_VOCAB_BOUND,
+    IMAGE_EXAMPLES,
     DataShape,
     check_limits,
+    dataset_device_bytes,
+    dataset_items,
     estimate,
     shape_for_dataset,
     shape_of_data,
@@ -151,6 +154,38 @@ def test_shape_of_loaded_data_matches_what_is_known_before():
         "cnn", validate_hyperparameters("cnn", {}), "cifar10")
     text = SimpleNamespace(vocab=["<unk>", "a", "b"])
     assert shape_of_data(text).vocab_size == 3
+
+
+def _device_bytes(data) -> int:
+    """What fit() moves to the device: every tensor of the loaded dataset."""
+    return sum(t.nbytes for t in vars(data).values() if isinstance(t, torch.Tensor))
+
+
+def test_the_dataset_on_the_device_is_counted_as_loaded():
+    digits = load_image_dataset("digits", seed=0)
+    assert digits.x_train.shape[0] + digits.x_val.shape[0] == IMAGE_EXAMPLES["digits"]
+    counted = dataset_device_bytes(shape_of_data(digits), dataset_items("cnn", "digits"))
+    assert counted == _device_bytes(digits) == 1797 * (64 * 4 + 8)
+    # a text: its characters (here its UTF-8 bytes) bound the tokens of either tokenizer
+    for tokenizer in ("char", "word"):
+        text = load_text_dataset("pydocs", tokenizer=tokenizer, seed=0)
+        bound = dataset_device_bytes(shape_of_data(text), dataset_items("rnn_lm", "pydocs"))
+        assert _device_bytes(text) <= bound
+    assert _device_bytes(load_text_dataset("pydocs", tokenizer="char", seed=0)) > bound / 2
+    # an upload's summary says how many images or characters it holds
+    assert dataset_items("cnn", "mine", {"examples": 500, "channels": 3}) == 500
+    assert dataset_items("rnn_lm", "novel", {"characters": 12_345}) == 12_345
+    assert dataset_items("cnn", "mine", {"format": "npz"}) == 0  # not said: nothing counted
+
+
+def test_a_jobs_gpu_memory_counts_its_dataset():
+    hp = validate_hyperparameters("cnn", {})
+    shape = shape_for_dataset("cnn", hp, "cifar10")
+    sized = estimate("cnn", hp, shape)
+    cifar = 60_000 * (3 * 32 * 32 * 4 + 8)  # 737 MB: more than the small CNN itself
+    assert training_memory_bytes("cnn", hp, "cifar10", None) == (
+        sized.state_bytes + sized.peak_bytes + cifar)
+    assert cifar > sized.state_bytes + sized.peak_bytes
 
 
 def test_vocabulary_bounds_before_tokenizing():
