@@ -14,6 +14,10 @@ Sections, each written to the results file as soon as it is done (a run cut shor
 limit keeps what it measured), in order of value (the first takes a second):
   gpu_capacity what a GPU worker reports before it claims (its GPUs' UUIDs, free and total
                memory: worker/gpus.capacity) and a claim through the store with it
+  memory_estimates  per family, a small and a larger job in fp32 and bf16: the most GPU memory
+               fit() allocated (torch.cuda.max_memory_allocated, the dataset included) against
+               the estimate workers sharing a GPU add up (models/limits.py; measured/estimate
+               above 1 means the accounting is short)
   fast_path    per family: fit() plain (eager fp32) vs fit() fast (precision auto, compile
                cudagraphs) vs a bare eager loop; samples/s (tokens/s for the LM) of the
                training steps, and compile_seconds (target: fast >= 2x plain on small models)
@@ -328,6 +332,56 @@ def section_gpu_capacity(device: str) -> dict:
     return out
 
 
+# (family, hyperparameters, data: None for the family's own, or a CIFAR-10-shaped set)
+MEMORY_CASES = [
+    ("mlp", {}, None),
+    ("mlp", {"hidden_sizes": [2048, 2048], "batch_size": 1024}, None),
+    ("cnn", {}, None),
+    ("cnn", {"batch_size": 256, "channels": [64, 128]}, "cifar_shaped"),
+    ("rnn_lm", {"tokenizer": "char"}, None),
+    ("rnn_lm", {"tokenizer": "char", "cell": "lstm", "hidden_size": 512, "num_layers": 2,
+                "seq_len": 128, "batch_size": 64}, None),
+]
+
+
+def section_memory_estimates(data: dict, device: str, quick: bool) -> dict:
+    """The peak of GPU memory a short fit() allocates (a few steps, a whole validation pass and
+    a checkpoint) against its estimate from the loaded data's exact shape; on a CPU the same
+    runs, with nothing to measure (the dry run checks the code)."""
+    from models.limits import dataset_device_bytes, estimate, shape_of_data
+
+    cifar = cifar_shaped(2_000 if quick else 20_000)
+    cases = []
+    for model, extra, which in MEMORY_CASES:
+        images = cifar if which == "cifar_shaped" else data[model]
+        for precision in ("fp32", "auto"):
+            hp = {"epochs": 1, "steps_per_epoch": 3, "seed": 0, "precision": precision,
+                  **extra}
+            full = JobSpec(model=model, dataset="bench", hyperparameters=hp,
+                           device=device).hyperparameters
+            shape = shape_of_data(images)
+            items = (images.train_ids.numel() + images.val_ids.numel() if shape.vocab_size
+                     else images.x_train.shape[0] + images.x_val.shape[0])
+            sized = estimate(model, full, shape)
+            est = sized.state_bytes + sized.peak_bytes + dataset_device_bytes(shape, items)
+            case = {"model": model, "hyperparameters": {**extra, "precision": precision},
+                    "estimate_bytes": est, "measured_peak_bytes": None}
+            if device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            run_fit(model, images, hp, device)  # on a CPU too: the dry run runs every case
+            if device == "cuda":
+                case["measured_peak_bytes"] = torch.cuda.max_memory_allocated() - base
+                case["measured_reserved_bytes"] = torch.cuda.max_memory_reserved()
+                case["measured_over_estimate"] = round(case["measured_peak_bytes"] / est, 3)
+            cases.append(case)
+            print(f"memory {model} {extra} {precision}: estimate {est / 2**20:.1f} MiB, "
+                  f"measured {case['measured_peak_bytes']}", flush=True)
+    ratios = [c["measured_over_estimate"] for c in cases if "measured_over_estimate" in c]
+    return {"cases": cases, "largest_measured_over_estimate": max(ratios) if ratios else None}
+
+
 def section_time_to_98(data: dict, device: str, quick: bool) -> dict:
     hp = {"epochs": 5 if quick else 60, "seed": 0, **FAST}
     clock, wall = run_fit("cnn", data["cnn"], hp, device, Clock(stop_at_accuracy=0.98))
@@ -413,6 +467,7 @@ def main() -> int:
     start = time.perf_counter()
     sections = [
         ("gpu_capacity", lambda: section_gpu_capacity(args.device)),
+        ("memory_estimates", lambda: section_memory_estimates(data, args.device, args.quick)),
         ("fast_path", lambda: section_fast_path(data, args.device, args.quick)),
         ("jobs_per_hour", lambda: section_jobs_per_hour(args.device, args.quick, args.data)),
         ("service", lambda: section_service(data, args.device, args.quick)),
