@@ -21,7 +21,9 @@ from models.limits import (
     dataset_device_bytes,
     dataset_items,
     estimate,
+    loaded_dataset_bytes,
     shape_for_dataset,
+    shape_of_data,
 )
 from models.registry import SpecError, check_dataset_kind, validate_hyperparameters
 
@@ -63,3 +65,11 @@ def training_memory_bytes(model: str, hp: dict, dataset: str, data_dir: Path | N
     sized = estimate(model, hp, shape)
     data = dataset_device_bytes(shape, dataset_items(model, dataset, summary))
     return int(sized.state_bytes + sized.peak_bytes + data)
+
+
+def loaded_memory_bytes(model: str, hp: dict, data) -> int:
+    """training_memory_bytes from the loaded data (`data`: models.data.ImageData or TextData):
+    its exact vocabulary and the bytes of its tensors, where the estimate at submit had bounds
+    and counts from a summary."""
+    sized = estimate(model, hp, shape_of_data(data))
+    return int(sized.state_bytes + sized.peak_bytes + loaded_dataset_bytes(data))

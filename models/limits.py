@@ -147,6 +147,12 @@ def dataset_device_bytes(shape: DataShape, items: int) -> int:
     return items * (shape.channels * shape.height * shape.width * FLOAT + INDEX)
 
 
+def loaded_dataset_bytes(data) -> int:
+    """Bytes of loaded data (models.data.ImageData or TextData): every tensor of it, all of
+    which fit() moves to the device."""
+    return sum(value.nbytes for value in vars(data).values() if hasattr(value, "nbytes"))
+
+
 def dataset_items(model: str, dataset: str, summary: dict[str, Any] | None = None) -> int:
     """How many images, or at most how many tokens, `dataset` puts on the device: an upload's
     from its `summary` (images: examples; text: characters, which no tokenizer exceeds), a

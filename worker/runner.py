@@ -53,6 +53,7 @@ from core.settings import Settings, get_settings
 from core.states import DEVICES, FitEnd, JobStatus, Outcome
 from db.store import Store, describe_db_error
 from db.store.scheduling import device_class_of
+from models import loaded_memory_bytes
 from models.limits import check_limits, estimate, shape_of_data
 from models.registry import FAMILIES
 from models.train import JobSpec, load_checkpoint, load_data
@@ -255,6 +256,9 @@ class JobRunner:
                              uploaded=self._uploaded_file(job))
             log.info("job %s: data loaded: %s", job_id, _data_text(job, data))
             self._check_size(spec, data)
+            # Exact now (real vocabulary, real dataset size): claims on a shared GPU count it
+            self._retry(self.store.set_memory_bytes, job_id,
+                        loaded_memory_bytes(spec.model, spec.hyperparameters, data), attempt)
             latest = self._resume_point(job_id, attempt)
             resume_from = latest[1] if latest else None
             init_from = None

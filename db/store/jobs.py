@@ -284,6 +284,13 @@ class JobsMixin:
         }
         return self._transition(job_id, ("running",), values, attempt=attempt) is not None
 
+    def set_memory_bytes(self, job_id: int, memory_bytes: int, attempt: int) -> bool:
+        """The running job's memory estimate, made exact once its worker loaded the data (the
+        real vocabulary and dataset size): what claims on a GPU it shares count from now on.
+        False if the job is no longer running in `attempt`."""
+        return self._transition(job_id, ("running",), {"memory_bytes": int(memory_bytes)},
+                                attempt=attempt) is not None
+
     def finish_job(
         self, job_id: int, status: str, error: str | None = None, attempt: int | None = None
     ) -> bool:

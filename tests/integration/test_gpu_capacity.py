@@ -21,11 +21,14 @@ from sqlalchemy import update
 
 from db.store.scheduling import Capacity
 from db.tables import Job, utcnow
-from models import training_memory_bytes
+from core.settings import Settings
+from models import loaded_memory_bytes, training_memory_bytes
 from models.limits import estimate, shape_for_dataset
+from models.train import JobSpec, load_data
 from tests.integration.dataset_files import digits_zip, upload
 from worker import gpus
 from worker.lifecycle import PresenceBeat
+from worker.runner import JobRunner
 
 HP = {"epochs": 1, "hidden_sizes": [16, 16], "seed": 1}
 CUDA_QUEUES = ["cuda", "auto"]
@@ -73,6 +76,21 @@ def test_the_memory_estimate_counts_the_dataset_that_goes_to_the_gpu(big_client,
     sized = estimate("cnn", hp, shape_for_dataset("cnn", hp, "mine", None, (1, 8, 8, 10)))
     images = 1797 * (1 * 8 * 8 * 4 + 8)  # fp32 pixels and an int64 label each
     assert job["memory_bytes"] == sized.state_bytes + sized.peak_bytes + images
+
+
+def test_the_worker_makes_the_estimate_exact_once_the_data_is_loaded(store, tmp_path):
+    # At submit a text's vocabulary is a bound (256 characters) and its tokens are bounded by
+    # its bytes; the worker knows both exactly once it has loaded the text, and records that
+    hp = JobSpec(model="rnn_lm", dataset="pydocs", device="cpu", hyperparameters={
+        "epochs": 1, "steps_per_epoch": 2, "tokenizer": "char", "hidden_size": 16,
+        "embedding_dim": 8, "seq_len": 16}).hyperparameters
+    submitted = training_memory_bytes("rnn_lm", hp, "pydocs", None)
+    job = store.create_job("rnn_lm", "pydocs", hp, device="cpu", memory_bytes=submitted)
+    settings = Settings(home=tmp_path, metrics_flush_seconds=0.05)
+    assert JobRunner(store, settings, worker_name="w").run(job.id) == "succeeded"
+    spec = JobSpec(model="rnn_lm", dataset="pydocs", hyperparameters=hp, device="cpu")
+    exact = loaded_memory_bytes("rnn_lm", hp, load_data(spec, None))
+    assert store.get_job(job.id).memory_bytes == exact < submitted
 
 
 @pytest.mark.parametrize("gpus", [0, 17, "two"])
