@@ -216,8 +216,9 @@ class JobOut(RunBase):
     gpus: int = Field(default=1, description="How many GPUs (CPU: processes) it trains on.")
     memory_bytes: int | None = Field(
         default=None, description="Its estimated training memory per GPU (weights, "
-        "gradients, optimizer state and peak working memory): a worker on a shared GPU "
-        "claims it only when that much is free.")
+        "gradients, optimizer state, peak working memory and the dataset): a worker on a "
+        "shared GPU claims it only when that much is free. Exact from the data once a worker "
+        "has loaded it.")
     progress: Progress
     attempts: int
     worker: str | None = Field(

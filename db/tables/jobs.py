@@ -202,9 +202,10 @@ class Job(Base):
         "How many GPUs (on a CPU worker: processes) it trains on at once, with "
         "DistributedDataParallel; only a worker that has that many claims it."))
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger, doc=(
-        "Its estimated training memory per GPU (models/limits.py: peak + state), recorded at "
-        "submit: a worker on a shared GPU claims it only when that much is free. NULL for "
-        "jobs queued before migration 0011."))
+        "Its estimated training memory per GPU (models.training_memory_bytes: state, peak "
+        "and the dataset), recorded at submit and made exact by the worker once it has "
+        "loaded the data: a worker on a shared GPU claims it only when that much is free. "
+        "NULL for jobs queued before migration 0011."))
     memory_wait_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, doc=(
         "When a claim first passed it over, first in line, for want of GPU memory on a GPU "
         "where it fits (smaller jobs behind it start first meanwhile); once it has waited "
