@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import tarfile
 import tempfile
 import time
@@ -62,14 +63,19 @@ class Client:
     def _call(self, method: str, path: str, **kwargs) -> Any:
         response = self._http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise ApiError(response.status_code, detail)
+            self._raise_for(response)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.content
+
+    @staticmethod
+    def _raise_for(response: httpx.Response) -> None:
+        """ApiError with the server's own explanation of a 4xx/5xx answer (read already)."""
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise ApiError(response.status_code, detail)
 
     # ---- jobs ----
     def submit(
@@ -125,7 +131,43 @@ class Client:
         return self._call("GET", f"/jobs/{job_id}/checkpoints")
 
     def download_checkpoint(self, job_id: int, checkpoint_id: int) -> bytes:
-        return self._call("GET", f"/jobs/{job_id}/checkpoints/{checkpoint_id}/download")
+        """One checkpoint's bytes, in memory (save_checkpoint writes a big one to a file)."""
+        with tempfile.TemporaryFile() as out:
+            self._save_checkpoint(job_id, checkpoint_id, out)
+            out.seek(0)
+            return out.read()
+
+    def save_checkpoint(self, job_id: int, checkpoint_id: int, path: str | Path) -> Path:
+        """Stream one checkpoint to `path` (a piece at a time: a 1 GB checkpoint is never
+        held in memory), checked against the size and SHA-256 the server announces; a
+        download cut short or damaged raises ValueError and leaves no file. Returns the path."""
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        try:
+            with partial.open("wb") as out:
+                self._save_checkpoint(job_id, checkpoint_id, out)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return path
+
+    def _save_checkpoint(self, job_id: int, checkpoint_id: int, out) -> None:
+        url = f"/jobs/{job_id}/checkpoints/{checkpoint_id}/download"
+        with self._http.stream("GET", url) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._raise_for(response)
+            digest, size = hashlib.sha256(), 0
+            for piece in response.iter_bytes():
+                out.write(piece)
+                digest.update(piece)
+                size += len(piece)
+            want_size = int(response.headers.get("content-length", size))
+            want_sha = response.headers.get("x-checksum-sha256", digest.hexdigest())
+        if size != want_size or digest.hexdigest() != want_sha:
+            raise ValueError(f"checkpoint {checkpoint_id} of job {job_id}: got {size} bytes "
+                             f"with sha256 {digest.hexdigest()}, the server announced "
+                             f"{want_size} bytes with sha256 {want_sha}")
 
     # ---- using a trained model (README "Use a trained model") ----
     def predict(self, job_id: int, inputs: list | None = None, *,

@@ -9,6 +9,7 @@ import hashlib
 import math
 import os
 
+import httpx
 import pytest
 import torch
 from sqlalchemy import text
@@ -17,6 +18,7 @@ from core.settings import Settings
 from db.store import Store
 from db.tables import CHECKPOINT_CHUNK_BYTES
 from models.train import load_checkpoint
+from trainyard.client import ApiError, Client
 from worker.runner import JobRunner
 
 PIECE = 1000  # bytes per piece in the tests that set it
@@ -75,6 +77,31 @@ def test_a_download_streams_every_piece(client, store):
     assert got.headers["content-type"] == "application/octet-stream"
     assert client.get(f"/jobs/{job['id']}/checkpoints/{record.id + 1}/download"
                       ).status_code == 404
+
+
+def test_the_client_saves_a_checkpoint_to_a_file_and_refuses_a_damaged_one(client, store,
+                                                                          tmp_path):
+    store.CHECKPOINT_CHUNK_BYTES = PIECE
+    job = client.post("/jobs", json={"model": "mlp", "dataset": "digits",
+                                     "hyperparameters": HP}).json()
+    blob = os.urandom(4 * PIECE + 3)
+    record = store.add_checkpoint(job["id"], 1, 4, blob, {})
+    sdk = Client("http://127.0.0.1:8000")
+    sdk._http = httpx.Client(transport=client._transport, base_url="http://127.0.0.1:8000")
+    out = tmp_path / "out"
+    out.mkdir()
+    saved = sdk.save_checkpoint(job["id"], record.id, out / "ckpt.pt")
+    assert saved.read_bytes() == blob and sdk.download_checkpoint(job["id"], record.id) == blob
+    with pytest.raises(ApiError) as missing:
+        sdk.save_checkpoint(job["id"], record.id + 1, out / "none.pt")
+    assert missing.value.status_code == 404
+    # a piece damaged in the database (same length, other bytes): the file is not kept
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE checkpoint_chunks SET data = :d WHERE seq = 2"),
+                     {"d": bytes(PIECE)})
+    with pytest.raises(ValueError, match="sha256"):
+        sdk.save_checkpoint(job["id"], record.id, out / "damaged.pt")
+    assert [p.name for p in out.iterdir()] == ["ckpt.pt"], "nothing kept of either"
 
 
 # An MLP whose checkpoint (weights and Adam's two moments, ~1.6M parameters) is about 19 MB:
