@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import tarfile
 import tempfile
 import time
@@ -132,10 +133,9 @@ class Client:
 
     def download_checkpoint(self, job_id: int, checkpoint_id: int) -> bytes:
         """One checkpoint's bytes, in memory (save_checkpoint writes a big one to a file)."""
-        with tempfile.TemporaryFile() as out:
-            self._save_checkpoint(job_id, checkpoint_id, out)
-            out.seek(0)
-            return out.read()
+        out = io.BytesIO()
+        self._save_checkpoint(job_id, checkpoint_id, out)
+        return out.getvalue()
 
     def save_checkpoint(self, job_id: int, checkpoint_id: int, path: str | Path) -> Path:
         """Stream one checkpoint to `path` (a piece at a time: a 1 GB checkpoint is never

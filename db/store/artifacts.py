@@ -10,7 +10,7 @@ pieces one query each, so the API never holds a large checkpoint in memory.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -44,6 +44,17 @@ def _piece(s: Session, checkpoint_id: int, seq: int) -> bytes | None:
     data = s.scalar(select(CheckpointChunk.data).where(
         CheckpointChunk.checkpoint_id == checkpoint_id, CheckpointChunk.seq == seq))
     return bytes(data) if data is not None else None
+
+
+def _file_pieces(head: bytes, size: int, piece: Callable[[int], bytes | None]
+                 ) -> Iterator[bytes]:
+    """A checkpoint's file in order: its row's `head`, then `piece(1)`, `piece(2)`, ... until
+    `size` bytes have come; ends early at a missing piece (the checkpoint pruned meanwhile)."""
+    yield head
+    seq, got = 1, len(head)
+    while got < size and (data := piece(seq)) is not None:
+        yield data
+        seq, got = seq + 1, got + len(data)
 
 
 class ArtifactsMixin:
@@ -146,10 +157,7 @@ class ArtifactsMixin:
             ).first()
             if row is None:
                 return None
-            pieces, got = [bytes(row.data)], len(row.data)
-            while got < row.size and (piece := _piece(s, row.id, len(pieces))) is not None:
-                pieces.append(piece)
-                got += len(piece)
+            pieces = _file_pieces(bytes(row.data), row.size, lambda seq: _piece(s, row.id, seq))
             return record_of(CheckpointRecord, row), b"".join(pieces)
 
     def iter_checkpoint_data(self, job_id: int, checkpoint_id: int
@@ -165,18 +173,11 @@ class ArtifactsMixin:
                 return None
             record, head = record_of(CheckpointRecord, row), bytes(row.data)
 
-        def pieces() -> Iterator[bytes]:
-            yield head
-            seq, got = 1, len(head)
-            while got < record.size:
-                with self._session() as s:
-                    piece = _piece(s, checkpoint_id, seq)
-                if piece is None:
-                    return
-                yield piece
-                seq, got = seq + 1, got + len(piece)
+        def piece(seq: int) -> bytes | None:
+            with self._session() as s:
+                return _piece(s, checkpoint_id, seq)
 
-        return record, pieces()
+        return record, _file_pieces(head, record.size, piece)
 
     def prune_checkpoints(self, job_id: int, keep_last: int,
                           keep_best: tuple[str, str] | None = None) -> int:

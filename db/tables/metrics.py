@@ -222,12 +222,12 @@ class Checkpoint(Base):
         "of a dict that describes itself (`format`, `model`, `model_config`, "
         "`hyperparameters`, `epoch`, `step`, the model's, optimizer's and scheduler's states, "
         "...). A longer file continues in `checkpoint_chunks`, in `seq` order; `size` is the "
-        "whole file's. Read it with `torch.load(io.BytesIO(data + chunks), "
-        "weights_only=True)`."))
+        "whole file's. Read the file with "
+        "`torch.load(io.BytesIO(file), weights_only=True)`."))
     sha256: Mapped[str] = mapped_column(String(64), doc=(
-        "SHA-256 of `data`, lowercase hex."))
+        "SHA-256 of the whole file (`data` and its chunks), lowercase hex."))
     size: Mapped[int] = mapped_column(BigInteger, doc=(
-        "Length of `data` in bytes."))
+        "Length of the whole file in bytes (`data` and its chunks)."))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, doc=(
         "The metrics at that point, a JSON object: the last epoch's validation metrics and "
         "the last `train_loss` (null for a number that was not finite)."))
